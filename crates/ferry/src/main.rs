@@ -1,0 +1,62 @@
+//! The `ferry` binary: `ferry serve` runs the server, `ferry user …` administers accounts.
+//! Argument parsing (clap) and wiring only; the work happens in the libraries.
+
+mod serve;
+mod user;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Ferry: a multi-user FTP/FTPS file server with a chat room and a command-line client.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the server (FTP on 127.0.0.1:2121 with the embedded defaults).
+    Serve(serve::ServeArgs),
+    /// Administer accounts: add, passwd, del, list, quota, rescan (works while the server runs).
+    #[command(subcommand)]
+    User(user::UserCmd),
+}
+
+/// Where the data lives, shared by `serve` and `user`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataArgs {
+    /// Data directory (database, homes, logs). Default: `data_dir` of the config, else ./ferry-data
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Config file (ferry.toml)
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferry: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Cmd::Serve(args) => serve::run(args).await,
+            Cmd::User(cmd) => user::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferry: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `ferry serve`: load the config, open the accounts (creating `admin` on the first start), bind
+//! the listeners, print where we listen, and serve until SIGINT/SIGTERM.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use ferry_server::accounts::{admin, Accounts, NewUser, Permissions};
+use ferry_server::{Config, Overrides, Server};
+
+use crate::DataArgs;
+
+/// Arguments of `ferry serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// FTP listen address (repeatable; port 0 picks a free port). Default 127.0.0.1:2121
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Vec<SocketAddr>,
+    /// Passive data port range. Default 30000-31999
+    #[arg(long, value_name = "A-B")]
+    passive_ports: Option<String>,
+    /// Log format
+    #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
+    log_format: Option<String>,
+    /// Override any ferry.toml key, e.g. --set limits.max_sessions_per_ip=500 (repeatable)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Print the effective configuration and exit
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Loads the config from the shared flags plus extra overrides.
+pub fn load_config(data: &DataArgs, mut overrides: Overrides) -> anyhow::Result<Config> {
+    overrides.data_dir = data.data_dir.clone();
+    Ok(Config::load(data.config.as_deref(), &overrides)?)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Runs the server.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        listen: args.listen.clone(),
+        passive_ports: args.passive_ports.clone(),
+        log_format: args.log_format.clone(),
+        set: args.set.clone(),
+        ..Overrides::default()
+    };
+    let config = load_config(&args.data, overrides)?;
+    let mut out = std::io::stdout().lock();
+    if args.print_config {
+        write!(out, "{}", config.to_toml())?;
+        return Ok(());
+    }
+    init_logging(&config.log.format);
+    let accounts = Accounts::open(&config.data_dir)
+        .await
+        .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
+    if accounts.user_count().await? == 0 {
+        let password = admin::generate_password();
+        let user = admin::add(
+            &accounts,
+            NewUser {
+                name: "admin".into(),
+                password: password.clone(),
+                home: None,
+                quota_bytes: None,
+                quota_files: None,
+                perms: Permissions::default(),
+            },
+        )
+        .await?;
+        writeln!(
+            out,
+            "created user admin with password {password}\n  (shown once; change it with: ferry user passwd admin --data-dir {})\n  home: {}",
+            config.data_dir.display(),
+            accounts.home_of(&user).display()
+        )?;
+    }
+    let server = Server::bind(config, accounts).await?;
+    for addr in server.local_addrs() {
+        writeln!(out, "listening ftp {addr}")?;
+    }
+    out.flush()?;
+    drop(out);
+    server.run(shutdown_signal()).await;
+    Ok(())
+}

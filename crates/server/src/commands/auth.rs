@@ -1,0 +1,101 @@
+//! USER, PASS and REIN (RFC 959 §4.1.1): login against the accounts, with the failed-login delay
+//! and ban of DESIGN §5 and the per-user session limit.
+
+use ferry_proto::ftp::Reply;
+
+use crate::accounts::{AuthError, FailureVerdict};
+use crate::data::canonical;
+use crate::error::CommandError;
+use crate::server::SlotRefusal;
+use crate::session::{Flow, LoggedIn, Session, State};
+use crate::storage::{blocking, Home};
+
+/// `USER name`.
+pub fn user(s: &mut Session, name: String) -> Result<Reply, CommandError> {
+    if s.st.login.is_some() {
+        return Err(CommandError::BadSequence("Already logged in; use REIN to change user"));
+    }
+    s.st.pending_user = Some(name.clone());
+    Ok(Reply::new(331, format!("Password required for {name}")))
+}
+
+/// `PASS password` — sends its own replies (it may close the connection).
+pub async fn pass(s: &mut Session, password: String) -> std::io::Result<Flow> {
+    if s.st.login.is_some() {
+        s.conn.send(&Reply::new(503, "Already logged in")).await?;
+        return Ok(Flow::Continue);
+    }
+    let Some(name) = s.st.pending_user.take() else {
+        s.conn.send(&Reply::new(503, "Send USER first")).await?;
+        return Ok(Flow::Continue);
+    };
+    let shared = s.shared.clone();
+    let ip = canonical(s.peer.ip());
+    if let Some(left) = shared.guard.is_banned(ip) {
+        s.conn
+            .send(&Reply::new(421, format!("Too many failed logins from your address, try again in {} s", left.as_secs().max(1))))
+            .await?;
+        return Ok(Flow::Close);
+    }
+    match shared.accounts.authenticate(&name, &password).await {
+        Ok(user) => {
+            let slot = match shared.slots.login(&user.name, shared.config.limits.max_sessions_per_user) {
+                Ok(slot) => slot,
+                Err(SlotRefusal::PerUser(n)) | Err(SlotRefusal::PerIp(n)) | Err(SlotRefusal::Total(n)) => {
+                    s.conn.send(&Reply::new(530, format!("Too many sessions for {name} (limit {n})"))).await?;
+                    return Ok(Flow::Continue);
+                }
+            };
+            let path = shared.accounts.home_of(&user);
+            let home = match blocking(move || Home::open(&path).map_err(CommandError::from_io)).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(user = %user.name, error = %e, "cannot open home directory");
+                    s.conn.send(&Reply::new(550, "Cannot open your home directory, ask the admin")).await?;
+                    return Ok(Flow::Continue);
+                }
+            };
+            shared.guard.record_success(ip);
+            s.span().record("user", user.name.as_str());
+            tracing::info!(user = %user.name, "logged in");
+            let reply = Reply::new(230, format!("User {} logged in", user.name));
+            s.st.login = Some(LoggedIn::new(user, home, slot));
+            s.conn.send(&reply).await?;
+            Ok(Flow::Continue)
+        }
+        Err(AuthError::Internal(e)) => {
+            tracing::error!(error = %e, "authentication error");
+            s.conn.send(&Reply::new(421, "Service not available, try again later")).await?;
+            Ok(Flow::Close)
+        }
+        Err(err) => {
+            let verdict = shared.guard.record_failure(ip);
+            let reason = if matches!(err, AuthError::Disabled) { "disabled" } else { "bad credentials" };
+            tracing::warn!(target: "ferry::auth", ip = %ip, user = %name, reason, "login failed");
+            tokio::select! {
+                _ = shared.shutdown.soft.cancelled() => {}
+                _ = tokio::time::sleep(shared.config.limits.failed_login_delay()) => {}
+            }
+            match verdict {
+                FailureVerdict::Banned(for_how_long) => {
+                    tracing::warn!(target: "ferry::auth", ip = %ip, secs = for_how_long.as_secs(), "address banned");
+                    s.conn.send(&Reply::new(421, "Too many failed logins, closing connection")).await?;
+                    Ok(Flow::Close)
+                }
+                FailureVerdict::Delayed => {
+                    s.conn.send(&Reply::new(530, "Login incorrect")).await?;
+                    Ok(Flow::Continue)
+                }
+            }
+        }
+    }
+}
+
+/// `REIN`: back to the state right after the greeting.
+pub fn rein(s: &mut Session) -> Result<Reply, CommandError> {
+    if s.transfer.is_some() {
+        return Err(CommandError::Busy("Transfer in progress"));
+    }
+    s.st = State::default();
+    Ok(Reply::new(220, "Session reinitialized, log in again"))
+}

@@ -1,0 +1,216 @@
+//! Transfer commands: RETR, STOR, APPE, STOU, REST (RFC 959 §4.1.3, RFC 3659 §5) and the helper
+//! that starts a transfer task. The handler checks everything it can before answering 150 (path,
+//! permission, quota slot, data connection set up); the task sends the final reply.
+
+use std::future::Future;
+use std::io::{Seek, SeekFrom};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferry_proto::ftp::Reply;
+use ferry_proto::units::format_size;
+use ferry_proto::vpath::VirtualPath;
+
+use super::{logged_in, require, resolve};
+use crate::data::{canonical, DataPlan};
+use crate::error::CommandError;
+use crate::session::{Running, Session};
+use crate::storage::blocking;
+use crate::transfer::{self, Ctx, Upload, UploadKind};
+
+/// STOR or APPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    /// `STOR` (with REST: write in place at the offset).
+    Stor,
+    /// `APPE`: append to the file, creating it if needed.
+    Appe,
+}
+
+fn ensure_data(s: &Session) -> Result<(), CommandError> {
+    if s.transfer.is_some() {
+        return Err(CommandError::Busy("Transfer in progress"));
+    }
+    if !s.st.data.is_set() {
+        return Err(CommandError::DataConnection("use PASV, EPSV, PORT or EPRT first".into()));
+    }
+    Ok(())
+}
+
+/// Starts a transfer task with the session's data plan.
+fn spawn<F, Fut>(s: &mut Session, what: String, f: F)
+where
+    F: FnOnce(Ctx, DataPlan) -> Fut,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
+    let plan = s.st.data.take();
+    let abort = s.shared.shutdown.hard.child_token();
+    let progress = Arc::new(AtomicU64::new(0));
+    let user = s.st.login.as_ref().map(|l| l.user.name.clone()).unwrap_or_default();
+    let ctx = Ctx {
+        shared: s.shared.clone(),
+        abort: abort.clone(),
+        progress: progress.clone(),
+        local_ip: s.local.ip(),
+        peer_ip: canonical(s.peer.ip()),
+        user,
+        ascii: s.st.ascii,
+    };
+    let handle = s.shared.tracker.spawn(f(ctx, plan));
+    s.transfer = Some(Running { handle, abort, what, progress, started: Instant::now() });
+}
+
+/// Sends an already built listing over the data connection.
+pub fn start_listing(s: &mut Session, what: String, bytes: Vec<u8>) -> Result<Reply, CommandError> {
+    ensure_data(s)?;
+    spawn(s, what, move |ctx, plan| transfer::send_listing(ctx, plan, bytes));
+    Ok(Reply::new(150, "Here comes the directory listing"))
+}
+
+/// `REST offset`.
+pub fn rest(s: &mut Session, offset: u64) -> Reply {
+    s.st.rest = offset;
+    Reply::new(350, format!("Restarting at {offset}. Send STOR or RETR to initiate transfer"))
+}
+
+/// `RETR path`.
+pub async fn retr(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
+    let offset = std::mem::take(&mut s.st.rest);
+    let login = logged_in(s)?;
+    require(login.user.perms.read)?;
+    ensure_data(s)?;
+    let target = resolve(s, path)?;
+    let (home, t) = (login.home.clone(), target.clone());
+    let file = blocking(move || Ok(home.open_read(&t)?)).await?;
+    let size = file.metadata().map_err(CommandError::from_io)?.len();
+    if offset > size {
+        return Ok(Reply::new(554, format!("REST {offset} is beyond the end of the file ({size} bytes)")));
+    }
+    let mode = if s.st.ascii { "ASCII" } else { "BINARY" };
+    let text = format!("Opening {mode} mode data connection for {target} ({} bytes)", size - offset);
+    let vpath = target.to_string();
+    spawn(s, format!("RETR {target} ({})", format_size(size)), move |ctx, plan| {
+        transfer::download(ctx, plan, file, offset, vpath)
+    });
+    Ok(Reply::new(150, text))
+}
+
+/// `STOR path` / `APPE path`.
+pub async fn stor(s: &mut Session, path: &str, mode: StoreMode) -> Result<Reply, CommandError> {
+    let target = resolve(s, path)?;
+    let offset = std::mem::take(&mut s.st.rest);
+    store(s, target, mode, offset, None).await
+}
+
+/// `STOU [hint]`: stores under a new unique name in the current directory.
+pub async fn stou(s: &mut Session, hint: Option<&str>) -> Result<Reply, CommandError> {
+    let login = logged_in(s)?;
+    let base = match hint {
+        Some(h) => resolve(s, h)?.file_name().unwrap_or("file").to_string(),
+        None => "ferry".to_string(),
+    };
+    let (home, cwd) = (login.home.clone(), s.st.cwd.clone());
+    let has_hint = hint.is_some();
+    let target = blocking(move || {
+        for i in 0..1000u32 {
+            let name = if i == 0 && has_hint { base.clone() } else { format!("{base}.{:08x}", rand::random::<u32>()) };
+            let candidate = cwd.join(&name)?;
+            if home.try_stat(&candidate)?.is_none() {
+                return Ok(candidate);
+            }
+        }
+        Err(CommandError::Exists)
+    })
+    .await?;
+    s.st.rest = 0;
+    let name = target.file_name().unwrap_or_default().to_string();
+    store(s, target, StoreMode::Stor, 0, Some(name)).await
+}
+
+async fn store(
+    s: &mut Session,
+    target: VirtualPath,
+    mode: StoreMode,
+    rest: u64,
+    stou_name: Option<String>,
+) -> Result<Reply, CommandError> {
+    let login = logged_in(s)?;
+    require(login.user.perms.write)?;
+    ensure_data(s)?;
+    if target.is_root() {
+        return Err(CommandError::NotAFile);
+    }
+    let shared = s.shared.clone();
+    let user = login.user.clone();
+    let home = login.home.clone();
+    let usage = shared.accounts.usage(user.id).await?;
+
+    let (h, t) = (home.clone(), target.clone());
+    let existing = blocking(move || Ok(h.try_stat(&t)?)).await?;
+    if existing.as_ref().is_some_and(|m| !m.is_file()) {
+        return Err(CommandError::NotAFile);
+    }
+    let old_size = existing.as_ref().map_or(0, |m| m.len());
+    if mode == StoreMode::Stor && rest > old_size {
+        return Ok(Reply::new(554, format!("REST {rest} is beyond the end of the file ({old_size} bytes)")));
+    }
+    let is_new = existing.is_none();
+    if is_new && !shared.accounts.try_add_file(user.id).await? {
+        let limit = usage.quota_files.unwrap_or_default();
+        return Err(CommandError::Quota(format!("file quota exceeded ({limit} files)")));
+    }
+    let (h, t) = (home.clone(), target.clone());
+    let opened = blocking(move || {
+        let parent = t.parent().unwrap_or_else(VirtualPath::root);
+        Ok(match (mode, rest) {
+            (StoreMode::Appe, _) => {
+                let mut file = h.open_write(&t, true)?;
+                let end = file.seek(SeekFrom::End(0))?;
+                (file, UploadKind::InPlace, end)
+            }
+            (StoreMode::Stor, 0) => {
+                let (file, temp) = h.create_temp(&parent)?;
+                let kind = if is_new { UploadKind::New { temp } } else { UploadKind::Replace { temp } };
+                (file, kind, 0)
+            }
+            (StoreMode::Stor, offset) => {
+                let mut file = h.open_write(&t, false)?;
+                file.set_len(offset)?;
+                file.seek(SeekFrom::Start(offset))?;
+                (file, UploadKind::InPlace, offset)
+            }
+        })
+    })
+    .await;
+    let (file, kind, offset) = match opened {
+        Ok(v) => v,
+        Err(e) => {
+            if is_new {
+                shared.accounts.charge(user.id, 0, -1).await?;
+            }
+            return Err(e);
+        }
+    };
+    let what = format!("{} {target}", if mode == StoreMode::Appe { "APPE" } else { "STOR" });
+    let text = match &stou_name {
+        Some(name) => format!("FILE: {name}"),
+        None => format!("Opening {} mode data connection for {target}", if s.st.ascii { "ASCII" } else { "BINARY" }),
+    };
+    let up = Upload {
+        home,
+        user_id: user.id,
+        announce: user.announce_files,
+        path: target,
+        kind,
+        file,
+        offset,
+        old_size,
+        new_file_charged: is_new,
+        quota: usage.quota_bytes,
+        hash: shared.config.ftp.hash_uploads,
+        stou_name,
+    };
+    spawn(s, what, move |ctx, plan| transfer::upload(ctx, plan, up));
+    Ok(Reply::new(150, text))
+}

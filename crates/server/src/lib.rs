@@ -1,0 +1,19 @@
+//! Ferry's server: FTP listeners and sessions, the data path, jailed storage, accounts with
+//! race-free quotas, and the event hook that the chat room will subscribe to.
+
+pub mod accounts;
+pub mod commands;
+pub mod config;
+pub mod data;
+pub mod digest;
+pub mod error;
+pub mod events;
+pub mod net;
+pub mod server;
+pub mod session;
+pub mod storage;
+pub mod transfer;
+pub mod xferlog;
+
+pub use config::{Config, Overrides};
+pub use server::{Server, ServerError};

@@ -1,0 +1,326 @@
+//! The server: shared state, FTP listeners with connection limits, and graceful shutdown.
+//!
+//! One `CancellationToken` pair drives shutdown: `soft` stops the listeners and closes idle
+//! sessions; `hard` (after the grace period) aborts the transfers that are still running, which
+//! keeps their partial uploads resumable. Every task runs on one `TaskTracker`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::accounts::{Accounts, GuardConfig, LoginGuard};
+use crate::config::Config;
+use crate::data::{canonical, PassivePorts};
+use crate::events::Events;
+use crate::session::Session;
+use crate::xferlog::XferLog;
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Other start-up I/O (log directory, ...).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The account database.
+    #[error("{0}")]
+    Accounts(#[from] crate::accounts::AccountError),
+}
+
+/// Shutdown tokens.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Stop accepting; idle sessions close, transfers may finish.
+    pub soft: CancellationToken,
+    /// Abort whatever still runs.
+    pub hard: CancellationToken,
+}
+
+/// State shared by all sessions.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// Accounts, quota ledger, digest cache.
+    pub accounts: Accounts,
+    /// Failed-login delay and bans.
+    pub guard: LoginGuard,
+    /// Session counters for the limits.
+    pub slots: Slots,
+    /// File activity hook.
+    pub events: Events,
+    /// Transfer log.
+    pub xferlog: XferLog,
+    /// Passive port allocator.
+    pub passive: PassivePorts,
+    /// Bounds concurrent HASH computations.
+    pub hash_jobs: Semaphore,
+    /// Shutdown tokens.
+    pub shutdown: Shutdown,
+    /// Tracks every session and transfer task.
+    pub tracker: TaskTracker,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    /// A new session id.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+#[derive(Debug, Default)]
+struct SlotCounts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    per_user: HashMap<String, usize>,
+}
+
+/// Counters behind the session limits; the guards give their slot back when dropped.
+#[derive(Debug, Clone, Default)]
+pub struct Slots {
+    inner: Arc<Mutex<SlotCounts>>,
+}
+
+/// A connection's place in the global and per-IP counts.
+#[derive(Debug)]
+pub struct ConnSlot {
+    slots: Slots,
+    ip: IpAddr,
+}
+
+/// A logged-in session's place in its user's count.
+#[derive(Debug)]
+pub struct UserSlot {
+    slots: Slots,
+    user: String,
+}
+
+/// Why a slot was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SlotRefusal {
+    /// The server is full.
+    Total(usize),
+    /// This IP has too many sessions.
+    PerIp(usize),
+    /// This user has too many sessions.
+    PerUser(usize),
+}
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotCounts> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a connection slot if the global and per-IP limits allow.
+    pub fn connect(&self, ip: IpAddr, max_total: usize, max_per_ip: usize) -> Result<ConnSlot, SlotRefusal> {
+        let mut c = self.lock();
+        if c.total >= max_total {
+            return Err(SlotRefusal::Total(max_total));
+        }
+        let n = c.per_ip.entry(ip).or_default();
+        if *n >= max_per_ip {
+            return Err(SlotRefusal::PerIp(max_per_ip));
+        }
+        *n += 1;
+        c.total += 1;
+        Ok(ConnSlot { slots: self.clone(), ip })
+    }
+
+    /// Takes a per-user slot.
+    pub fn login(&self, user: &str, max: usize) -> Result<UserSlot, SlotRefusal> {
+        let mut c = self.lock();
+        let n = c.per_user.entry(user.to_string()).or_default();
+        if *n >= max {
+            return Err(SlotRefusal::PerUser(max));
+        }
+        *n += 1;
+        Ok(UserSlot { slots: self.clone(), user: user.to_string() })
+    }
+
+    /// Sessions open now.
+    pub fn total(&self) -> usize {
+        self.lock().total
+    }
+
+    /// Logged-in sessions per user, for `SITE WHO`-style reports.
+    pub fn users(&self) -> Vec<(String, usize)> {
+        let mut v: Vec<_> = self.lock().per_user.iter().map(|(u, n)| (u.clone(), *n)).collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut c = self.slots.lock();
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut c = self.slots.lock();
+        if let Some(n) = c.per_user.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_user.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    listeners: Vec<TcpListener>,
+}
+
+/// Listen backlog: large enough to absorb a burst of hundreds of connects (peers use 32–128).
+const BACKLOG: u32 = 4096;
+
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+impl Server {
+    /// Opens the logs and binds every FTP listener.
+    pub async fn bind(config: Config, accounts: Accounts) -> Result<Server, ServerError> {
+        accounts.reset_reservations().await?;
+        let mut listeners = Vec::new();
+        for addr in &config.ftp.listen {
+            let l = bind_listener(*addr).map_err(|source| ServerError::Bind { addr: *addr, source })?;
+            listeners.push(l);
+        }
+        let xferlog = if config.log.xferlog {
+            XferLog::open(&config.data_dir.join("logs").join("xferlog"))?
+        } else {
+            XferLog::disabled()
+        };
+        let (lo, hi) = config.passive_range();
+        let guard = LoginGuard::new(GuardConfig {
+            max_failures: config.limits.max_login_failures,
+            window: Duration::from_secs(config.limits.login_failure_window_secs),
+            ban: Duration::from_secs(config.limits.ban_secs),
+            exempt: config.limits.ban_exempt.clone(),
+        });
+        let shared = Arc::new(Shared {
+            hash_jobs: Semaphore::new(config.limits.max_hash_jobs),
+            passive: PassivePorts::new(lo, hi),
+            config,
+            accounts,
+            guard,
+            slots: Slots::default(),
+            events: Events::default(),
+            xferlog,
+            shutdown: Shutdown::default(),
+            tracker: TaskTracker::new(),
+            next_id: AtomicU64::new(0),
+        });
+        Ok(Server { shared, listeners })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    /// The shared state (for the event hook and tests).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully.
+    pub async fn run(self, signal: impl Future<Output = ()>) {
+        let shared = self.shared;
+        for listener in self.listeners {
+            let shared2 = shared.clone();
+            shared.tracker.spawn(accept_loop(listener, shared2));
+        }
+        signal.await;
+        let grace = Duration::from_secs(shared.config.limits.shutdown_grace_secs);
+        tracing::info!(sessions = shared.slots.total(), grace_secs = grace.as_secs(), "shutting down");
+        shared.shutdown.soft.cancel();
+        shared.tracker.close();
+        if tokio::time::timeout(grace, shared.tracker.wait()).await.is_err() {
+            tracing::warn!("grace period over, aborting running transfers");
+            shared.shutdown.hard.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), shared.tracker.wait()).await;
+        }
+        tracing::info!("stopped");
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.soft.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                admit(stream, peer, &shared);
+            }
+            Err(e) => {
+                // EMFILE and friends: log, back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+    let ip = canonical(peer.ip());
+    let limits = &shared.config.limits;
+    let msg = if let Some(left) = shared.guard.is_banned(ip) {
+        format!("421 Too many failed logins from your address, try again in {} s\r\n", left.as_secs().max(1))
+    } else {
+        match shared.slots.connect(ip, limits.max_sessions, limits.max_sessions_per_ip) {
+            Ok(slot) => {
+                let shared2 = shared.clone();
+                shared.tracker.spawn(async move {
+                    Session::run(shared2, stream, peer, slot).await;
+                });
+                return;
+            }
+            Err(SlotRefusal::PerIp(n)) => format!("421 Too many connections from your address (limit {n})\r\n"),
+            Err(_) => "421 Too many users connected, try again later\r\n".to_string(),
+        }
+    };
+    {
+        tracing::info!(peer = %peer, reason = msg.trim_end(), "connection refused");
+        shared.tracker.spawn(async move {
+            let mut stream = stream;
+            let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(msg.as_bytes())).await;
+        });
+    }
+}

@@ -1,0 +1,261 @@
+//! A user's home as a jailed directory handle (cap-std): every path is opened relative to the
+//! home's descriptor, so neither `..` nor a symlink can lead outside it.
+//!
+//! The methods are synchronous file-system calls; sessions run them with [`blocking`]. This is the
+//! storage seam of DESIGN §11: uploads go through explicit temp-file commit/abort steps.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use cap_fs_ext::{DirExt, SystemTimeSpec};
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, Metadata, OpenOptions};
+use ferry_proto::vpath::{is_reserved_name, VirtualPath, RESERVED_PREFIX};
+
+use crate::error::CommandError;
+
+/// Runs a blocking file-system closure off the async threads.
+pub async fn blocking<T, F>(f: F) -> Result<T, CommandError>
+where
+    F: FnOnce() -> Result<T, CommandError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CommandError::Local(format!("blocking task failed: {e}")))?
+}
+
+/// One directory entry, for listings.
+#[derive(Debug)]
+pub struct Entry {
+    /// Name, UTF-8; bytes that are not UTF-8 are shown escaped as `\xNN`.
+    pub name: String,
+    /// Metadata (symlinks inside the home are followed).
+    pub meta: Metadata,
+}
+
+/// A user's home directory handle. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Home {
+    dir: Arc<Dir>,
+    path: Arc<PathBuf>,
+}
+
+/// The path cap-std needs for a virtual path: relative, "." for the root.
+fn rel(p: &VirtualPath) -> &Path {
+    if p.is_root() {
+        Path::new(".")
+    } else {
+        Path::new(p.relative())
+    }
+}
+
+/// Escapes bytes that are not UTF-8 so a strange name never breaks a listing.
+pub fn display_name(name: &OsStr) -> String {
+    match name.to_str() {
+        Some(s) => s.to_string(),
+        None => {
+            let mut out = String::new();
+            for chunk in name.as_bytes().utf8_chunks() {
+                out.push_str(chunk.valid());
+                for b in chunk.invalid() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            out
+        }
+    }
+}
+
+impl Home {
+    /// Opens (creating if needed) the home directory at `path`.
+    pub fn open(path: &Path) -> io::Result<Home> {
+        std::fs::create_dir_all(path)?;
+        let dir = Dir::open_ambient_dir(path, ambient_authority())?;
+        Ok(Home { dir: Arc::new(dir), path: Arc::new(path.to_path_buf()) })
+    }
+
+    /// Where the home is on disk (for logs and `ferry user list`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Metadata of a path (symlinks followed, inside the jail only).
+    pub fn stat(&self, p: &VirtualPath) -> io::Result<Metadata> {
+        self.dir.metadata(rel(p))
+    }
+
+    /// Metadata if the path exists, `None` if it does not.
+    pub fn try_stat(&self, p: &VirtualPath) -> io::Result<Option<Metadata>> {
+        match self.stat(p) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists a directory: reserved names are skipped, and so are entries that cannot be stat'ed
+    /// through the jail (a symlink pointing outside, a dangling link).
+    pub fn list(&self, p: &VirtualPath) -> io::Result<Vec<Entry>> {
+        let dir = if p.is_root() { self.dir.try_clone()? } else { self.dir.open_dir(rel(p))? };
+        let mut out = Vec::new();
+        for entry in dir.entries()? {
+            let entry = entry?;
+            let raw = entry.file_name();
+            let name = display_name(&raw);
+            if is_reserved_name(&name) {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) if m.file_type().is_symlink() => match dir.metadata(&raw) {
+                    Ok(target) => target,
+                    Err(_) => continue,
+                },
+                Ok(m) => m,
+                Err(_) => continue,
+            };
+            out.push(Entry { name, meta });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Creates a directory.
+    pub fn mkdir(&self, p: &VirtualPath) -> io::Result<()> {
+        self.dir.create_dir(rel(p))
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&self, p: &VirtualPath) -> io::Result<()> {
+        self.dir.remove_dir(rel(p))
+    }
+
+    /// Removes a file.
+    pub fn remove_file(&self, p: &VirtualPath) -> io::Result<()> {
+        self.dir.remove_file(rel(p))
+    }
+
+    /// Renames within the home (replacing a file at `to`).
+    pub fn rename(&self, from: &VirtualPath, to: &VirtualPath) -> io::Result<()> {
+        self.dir.rename(rel(from), &self.dir, rel(to))
+    }
+
+    /// Opens a regular file for reading.
+    pub fn open_read(&self, p: &VirtualPath) -> io::Result<std::fs::File> {
+        let file = self.dir.open(rel(p))?.into_std();
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::from(io::ErrorKind::IsADirectory));
+        }
+        Ok(file)
+    }
+
+    /// Opens an existing regular file for writing in place (REST + STOR, APPE); `create` makes it
+    /// if it is missing (APPE).
+    pub fn open_write(&self, p: &VirtualPath, create: bool) -> io::Result<std::fs::File> {
+        let mut opts = OpenOptions::new();
+        opts.write(true).create(create);
+        let file = self.dir.open_with(rel(p), &opts)?.into_std();
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::from(io::ErrorKind::IsADirectory));
+        }
+        Ok(file)
+    }
+
+    /// Creates a new hidden temp file in `parent` for an atomic upload; returns it and its path.
+    pub fn create_temp(&self, parent: &VirtualPath) -> io::Result<(std::fs::File, PathBuf)> {
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        for _ in 0..16 {
+            let name = format!("{RESERVED_PREFIX}up-{:016x}", rand::random::<u64>());
+            let path = rel(parent).join(&name);
+            match self.dir.open_with(&path, &opts) {
+                Ok(f) => return Ok((f.into_std(), path)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::other("cannot create a temp file"))
+    }
+
+    /// Renames a temp file (from [`Home::create_temp`]) over `to`.
+    pub fn commit_temp(&self, temp: &Path, to: &VirtualPath) -> io::Result<()> {
+        self.dir.rename(temp, &self.dir, rel(to))
+    }
+
+    /// Moves a temp file to `to` only if nothing is there (a failed new upload keeps its partial).
+    pub fn commit_temp_if_absent(&self, temp: &Path, to: &VirtualPath) -> io::Result<bool> {
+        // hard_link fails if the target exists, which makes the check and the move one step.
+        match self.dir.hard_link(temp, &self.dir, rel(to)) {
+            Ok(()) => {
+                self.dir.remove_file(temp)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.dir.remove_file(temp)?;
+                Ok(false)
+            }
+            Err(e) => {
+                let _ = self.dir.remove_file(temp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes a temp file.
+    pub fn remove_temp(&self, temp: &Path) -> io::Result<()> {
+        self.dir.remove_file(temp)
+    }
+
+    /// Sets a file's modification time (MFMT).
+    pub fn set_mtime(&self, p: &VirtualPath, when: SystemTime) -> io::Result<()> {
+        self.dir.set_mtime(rel(p), SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(when)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vp(s: &str) -> VirtualPath {
+        VirtualPath::root().join(s).unwrap()
+    }
+
+    #[test]
+    fn symlink_out_of_the_home_cannot_be_followed_or_listed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::write(tmp.path().join("secret"), b"x").unwrap();
+        std::os::unix::fs::symlink(tmp.path(), home.join("out")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret"), home.join("s")).unwrap();
+        let h = Home::open(&home).unwrap();
+        assert!(h.open_read(&vp("out/secret")).is_err());
+        assert!(h.open_read(&vp("s")).is_err());
+        assert!(h.list(&vp("out")).is_err());
+        assert!(h.list(&VirtualPath::root()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn temp_files_are_hidden_and_commit_if_absent_keeps_existing_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = Home::open(tmp.path()).unwrap();
+        let (_f, temp) = h.create_temp(&VirtualPath::root()).unwrap();
+        assert!(h.list(&VirtualPath::root()).unwrap().is_empty());
+        std::fs::write(tmp.path().join("a"), b"old").unwrap();
+        assert!(!h.commit_temp_if_absent(&temp, &vp("a")).unwrap());
+        assert_eq!(std::fs::read(tmp.path().join("a")).unwrap(), b"old");
+        let (_f, temp) = h.create_temp(&VirtualPath::root()).unwrap();
+        assert!(h.commit_temp_if_absent(&temp, &vp("b")).unwrap());
+        assert!(tmp.path().join("b").exists());
+    }
+
+    #[test]
+    fn non_utf8_names_are_escaped() {
+        let name = OsStr::from_bytes(b"a\xffb");
+        assert_eq!(display_name(name), "a\\xffb");
+    }
+}

@@ -1,0 +1,449 @@
+//! The data path: downloads (zero-copy `sendfile` on plain TCP), uploads (socket task reads into
+//! a few reusable buffers, a blocking writer thread writes and hashes them), and listings.
+//!
+//! Every wait is bounded by the stall timeout and every loop watches the abort token (ABOR, the
+//! control connection closing, or hard shutdown). Upload outcomes follow DESIGN §6: a complete
+//! upload is renamed into place; a failed new upload leaves its partial under the name so it can
+//! be resumed; a failed overwrite leaves the old file untouched; quota is reserved as bytes arrive.
+
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_proto::ftp::command::HashAlgo;
+use ferry_proto::ftp::Reply;
+use ferry_proto::vpath::VirtualPath;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::data::DataPlan;
+use crate::digest::Digester;
+use crate::error::CommandError;
+use crate::events::{FileEvent, FileEventKind};
+use crate::server::Shared;
+use crate::storage::Home;
+use crate::xferlog::XferRecord;
+
+/// Upload buffer size; at most [`UPLOAD_BUFFERS`] of them per upload.
+const UPLOAD_BUF: usize = 256 * 1024;
+const UPLOAD_BUFFERS: usize = 4;
+/// Largest single `sendfile` call.
+const SENDFILE_CHUNK: usize = 4 << 20;
+/// Quota reservations grow geometrically between these bounds.
+const MIN_RESERVE: u64 = 256 * 1024;
+const MAX_RESERVE: u64 = 64 << 20;
+/// How long a finished overwrite waits to see whether the control connection died with it.
+const CONTROL_CHECK: Duration = Duration::from_millis(5);
+
+/// What every transfer task needs.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Server state.
+    pub shared: Arc<Shared>,
+    /// Cancelled by ABOR / control close / hard shutdown.
+    pub abort: CancellationToken,
+    /// Bytes moved so far (for STAT).
+    pub progress: Arc<AtomicU64>,
+    /// Our address on the control connection.
+    pub local_ip: IpAddr,
+    /// The client's address.
+    pub peer_ip: IpAddr,
+    /// Account name, for logs.
+    pub user: String,
+    /// TYPE A in effect (logged only; files are sent unchanged).
+    pub ascii: bool,
+}
+
+#[derive(Debug)]
+enum Failure {
+    Aborted,
+    Stalled,
+    Net(io::Error),
+    Disk(io::Error),
+    Quota(u64),
+    Data(CommandError),
+}
+
+impl Failure {
+    fn reply(&self, path: &str) -> Reply {
+        match self {
+            Failure::Aborted => Reply::new(426, "Connection closed; transfer aborted"),
+            Failure::Stalled => Reply::new(426, "Connection closed; transfer stalled and timed out"),
+            Failure::Net(e) => Reply::new(426, format!("Connection closed; transfer aborted: {e}")),
+            Failure::Disk(e) => {
+                tracing::warn!(error = %e, path, "disk error during transfer");
+                CommandError::from_io(io::Error::new(e.kind(), e.to_string())).reply(path)
+            }
+            Failure::Quota(free) => Reply::new(552, format!("{path}: quota exceeded, upload stopped ({free} bytes were free)")),
+            Failure::Data(e) => e.reply(""),
+        }
+    }
+}
+
+impl Ctx {
+    async fn connect(&self, plan: DataPlan) -> Result<TcpStream, Failure> {
+        let timeout = self.shared.config.limits.data_accept_timeout();
+        tokio::select! {
+            _ = self.abort.cancelled() => Err(Failure::Aborted),
+            r = plan.connect(self.local_ip, timeout) => r.map_err(Failure::Data),
+        }
+    }
+
+    /// Runs `fut` unless aborted or stalled.
+    async fn guard<T>(&self, fut: impl std::future::Future<Output = io::Result<T>>) -> Result<T, Failure> {
+        let stall = self.shared.config.limits.stall_timeout();
+        tokio::select! {
+            _ = self.abort.cancelled() => Err(Failure::Aborted),
+            r = tokio::time::timeout(stall, fut) => match r {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(Failure::Net(e)),
+                Err(_) => Err(Failure::Stalled),
+            },
+        }
+    }
+
+    fn log(&self, path: &str, bytes: u64, started: Instant, incoming: bool, complete: bool) {
+        self.shared.xferlog.record(XferRecord {
+            elapsed: started.elapsed(),
+            remote: self.peer_ip,
+            bytes,
+            path: path.to_string(),
+            ascii: self.ascii,
+            incoming,
+            user: self.user.clone(),
+            complete,
+        });
+        tracing::info!(path, bytes, ms = started.elapsed().as_millis() as u64, incoming, complete, "transfer");
+    }
+}
+
+/// Closes a data connection cleanly (FIN after everything is sent).
+async fn close(ctx: &Ctx, mut stream: TcpStream) -> Result<(), Failure> {
+    ctx.guard(stream.shutdown()).await
+}
+
+/// Sends a listing (or any small buffer) over a data connection.
+pub async fn send_listing(ctx: Ctx, plan: DataPlan, bytes: Vec<u8>) -> Reply {
+    let result = async {
+        let mut stream = ctx.connect(plan).await?;
+        ctx.guard(stream.write_all(&bytes)).await?;
+        close(&ctx, stream).await
+    }
+    .await;
+    match result {
+        Ok(()) => Reply::new(226, "Transfer complete"),
+        Err(f) => f.reply(""),
+    }
+}
+
+/// Sends `file` from `offset` to its end.
+pub async fn download(ctx: Ctx, plan: DataPlan, file: std::fs::File, offset: u64, path: String) -> Reply {
+    let started = Instant::now();
+    let result: Result<u64, Failure> = async {
+        let stream = ctx.connect(plan).await?;
+        let end = file.metadata().map_err(Failure::Disk)?.len();
+        let mut pos = offset;
+        while pos < end {
+            let count = usize::try_from(end - pos).unwrap_or(usize::MAX).min(SENDFILE_CHUNK);
+            let sent = ctx
+                .guard(stream.async_io(Interest::WRITABLE, || {
+                    rustix::fs::sendfile(&stream, &file, Some(&mut pos), count).map_err(io::Error::from)
+                }))
+                .await?;
+            if sent == 0 {
+                break; // the file shrank under us
+            }
+            ctx.progress.fetch_add(sent as u64, Ordering::Relaxed);
+        }
+        close(&ctx, stream).await?;
+        Ok(pos - offset)
+    }
+    .await;
+    let moved = ctx.progress.load(Ordering::Relaxed);
+    ctx.log(&path, moved, started, false, result.is_ok());
+    match result {
+        Ok(n) => Reply::new(226, format!("Transfer complete ({n} bytes)")),
+        Err(f) => f.reply(&path),
+    }
+}
+
+/// How an upload reaches its file.
+#[derive(Debug)]
+pub enum UploadKind {
+    /// A new file: written to `temp`, renamed into place; on failure the partial takes the name.
+    New {
+        /// Temp file path inside the home.
+        temp: PathBuf,
+    },
+    /// Replaces an existing file: written to `temp`, renamed over it; on failure discarded.
+    Replace {
+        /// Temp file path inside the home.
+        temp: PathBuf,
+    },
+    /// REST + STOR or APPE: written into the file itself at `offset`.
+    InPlace,
+}
+
+/// An upload ready to run.
+#[derive(Debug)]
+pub struct Upload {
+    /// The user's home.
+    pub home: Home,
+    /// Account id (quota ledger).
+    pub user_id: i64,
+    /// Announce in the chat room.
+    pub announce: bool,
+    /// Target path.
+    pub path: VirtualPath,
+    /// How it is written.
+    pub kind: UploadKind,
+    /// The open file (temp or target), positioned at `offset`.
+    pub file: std::fs::File,
+    /// Where writing starts.
+    pub offset: u64,
+    /// Size of the existing file (0 for a new one): bytes up to here need no new quota.
+    pub old_size: u64,
+    /// Whether a file slot was charged for a new file.
+    pub new_file_charged: bool,
+    /// The user's byte quota (None: unlimited, no reservations needed).
+    pub quota: Option<u64>,
+    /// Compute SHA-256 while streaming.
+    pub hash: bool,
+    /// Reply text for STOU (`FILE: name`), else None.
+    pub stou_name: Option<String>,
+}
+
+/// Bytes reserved in the quota ledger by one upload.
+struct Reservation {
+    user_id: i64,
+    held: u64,
+}
+
+impl Reservation {
+    /// Makes sure `need` bytes are reserved; on failure the reservation is already released.
+    async fn ensure(&mut self, shared: &Shared, need: u64) -> Result<(), Failure> {
+        if need <= self.held {
+            return Ok(());
+        }
+        let db = |e| Failure::Disk(io::Error::other(format!("quota ledger: {e}")));
+        let chunk = (need - self.held).max(self.held).clamp(MIN_RESERVE, MAX_RESERVE).max(need - self.held);
+        if shared.accounts.reserve(self.user_id, chunk, 0).await.map_err(db)? {
+            self.held += chunk;
+            return Ok(());
+        }
+        let exact = need - self.held;
+        if shared.accounts.reserve(self.user_id, exact, self.held).await.map_err(db)? {
+            self.held += exact;
+            return Ok(());
+        }
+        self.held = 0;
+        let free = shared.accounts.usage(self.user_id).await.ok().and_then(|u| u.free_bytes()).unwrap_or(0);
+        Err(Failure::Quota(free))
+    }
+}
+
+/// Receives an upload.
+pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Reply {
+    let started = Instant::now();
+    let path = up.path.as_str().to_string();
+    let mut reservation = Reservation { user_id: up.user_id, held: 0 };
+    let Upload { home, file, kind, offset, old_size, quota, hash, .. } = up;
+
+    // The writer thread: writes filled buffers in order, hashes them, hands them back.
+    let (full_tx, mut full_rx) = mpsc::channel::<Vec<u8>>(UPLOAD_BUFFERS);
+    let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(UPLOAD_BUFFERS);
+    let writer = tokio::task::spawn_blocking(move || -> io::Result<(std::fs::File, Option<String>)> {
+        let mut file = file;
+        let mut digest = hash.then(|| Digester::new(HashAlgo::Sha256));
+        while let Some(mut buf) = full_rx.blocking_recv() {
+            file.write_all(&buf)?;
+            if let Some(d) = digest.as_mut() {
+                d.update(&buf);
+            }
+            buf.clear();
+            let _ = empty_tx.try_send(buf);
+        }
+        Ok((file, digest.map(Digester::finish_hex)))
+    });
+
+    let received = async {
+        let mut stream = ctx.connect(plan).await?;
+        let mut made = 0;
+        let mut written: u64 = 0;
+        loop {
+            let mut buf = match empty_rx.try_recv() {
+                Ok(b) => b,
+                Err(_) if made < UPLOAD_BUFFERS => {
+                    made += 1;
+                    Vec::with_capacity(UPLOAD_BUF)
+                }
+                Err(_) => match empty_rx.recv().await {
+                    Some(b) => b,
+                    None => return Ok(written), // writer failed; its error is reported below
+                },
+            };
+            let mut eof = false;
+            while buf.len() < UPLOAD_BUF {
+                let n = ctx.guard(stream.read_buf(&mut buf)).await?;
+                if n == 0 {
+                    eof = true;
+                    break;
+                }
+            }
+            if !buf.is_empty() {
+                let n = buf.len() as u64;
+                if quota.is_some() {
+                    let need = (offset + written + n).saturating_sub(old_size);
+                    reservation.ensure(&ctx.shared, need).await?;
+                }
+                written += n;
+                ctx.progress.store(written, Ordering::Relaxed);
+                if full_tx.send(buf).await.is_err() {
+                    return Ok(written); // writer failed
+                }
+            }
+            if eof {
+                return Ok(written);
+            }
+        }
+    }
+    .await;
+    drop(full_tx);
+    let written_result = writer.await.unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+
+    let outcome: Result<(u64, Option<String>), Failure> = match (received, written_result) {
+        (Err(f), _) => Err(f),
+        (Ok(_), Err(e)) => Err(Failure::Disk(e)),
+        (Ok(n), Ok((_file, digest))) => Ok((n, digest)),
+    };
+    // A finished overwrite is only committed if the control connection did not die with the data
+    // connection: in stream mode a killed client looks exactly like EOF on the data connection.
+    let outcome = match outcome {
+        Ok(v) if matches!(kind, UploadKind::Replace { .. }) => {
+            tokio::select! {
+                _ = ctx.abort.cancelled() => Err(Failure::Aborted),
+                _ = tokio::time::sleep(CONTROL_CHECK) => Ok(v),
+            }
+        }
+        other => other,
+    };
+    finish_upload(&ctx, home, kind, up.path, offset, old_size, reservation, outcome, started, up.announce, up.new_file_charged, up.stou_name).await
+        .unwrap_or_else(|e| e.reply(&path))
+}
+
+#[allow(clippy::too_many_arguments)] // reason: the upload's parts, consumed once at its end
+async fn finish_upload(
+    ctx: &Ctx,
+    home: Home,
+    kind: UploadKind,
+    path: VirtualPath,
+    offset: u64,
+    old_size: u64,
+    reservation: Reservation,
+    outcome: Result<(u64, Option<String>), Failure>,
+    started: Instant,
+    announce: bool,
+    new_file_charged: bool,
+    stou_name: Option<String>,
+) -> Result<Reply, CommandError> {
+    let shared = &ctx.shared;
+    let accounts = &shared.accounts;
+    let user_id = reservation.user_id;
+    let held = reservation.held;
+    let vpath = path.as_str().to_string();
+    let written = ctx.progress.load(Ordering::Relaxed);
+    match outcome {
+        Ok((bytes, digest)) => {
+            let in_place = matches!(kind, UploadKind::InPlace);
+            let (h, p) = (home.clone(), path.clone());
+            let final_meta = crate::storage::blocking(move || {
+                let before = h.try_stat(&p)?.filter(|m| m.is_file()).map(|m| m.len());
+                match &kind {
+                    UploadKind::New { temp } | UploadKind::Replace { temp } => h.commit_temp(temp, &p)?,
+                    UploadKind::InPlace => {}
+                }
+                Ok((before, h.stat(&p)?))
+            })
+            .await?;
+            let (before, meta) = final_meta;
+            let size = meta.len();
+            // Charge what the disk gained: new size minus what was there just before the commit.
+            let (delta_bytes, delta_files) = if in_place {
+                (size as i64 - old_size as i64, 0)
+            } else {
+                let replaced = before.unwrap_or(0);
+                (size as i64 - replaced as i64, if new_file_charged && before.is_some() { -1 } else { 0 })
+            };
+            accounts.settle(user_id, held, delta_bytes, delta_files).await?;
+            accounts.forget_digests(user_id, &vpath).await?;
+            if let (Some(hex), 0) = (digest, offset) {
+                let mtime = mtime_ns(&meta);
+                accounts.put_digest(user_id, &vpath, size, mtime, HashAlgo::Sha256.name(), &hex).await?;
+            }
+            ctx.log(&vpath, bytes, started, true, true);
+            shared.events.publish(FileEvent {
+                user: ctx.user.clone(),
+                announce,
+                kind: FileEventKind::Uploaded { path: vpath.clone(), size },
+            });
+            Ok(match stou_name {
+                Some(name) => Reply::new(226, format!("Transfer complete, stored as {name} ({bytes} bytes)")),
+                None => Reply::new(226, format!("Transfer complete ({bytes} bytes)")),
+            })
+        }
+        Err(failure) => {
+            let quota_hit = matches!(failure, Failure::Quota(_));
+            let (h, p) = (home.clone(), path.clone());
+            let kept: Option<u64> = crate::storage::blocking(move || {
+                Ok(match &kind {
+                    // A partial that hit the quota cannot be completed: discard it.
+                    UploadKind::New { temp } if quota_hit => {
+                        h.remove_temp(temp)?;
+                        None
+                    }
+                    UploadKind::New { temp } => {
+                        let size = std::fs::metadata(h.path().join(temp)).map(|m| m.len()).unwrap_or(0);
+                        if h.commit_temp_if_absent(temp, &p)? {
+                            Some(size)
+                        } else {
+                            None
+                        }
+                    }
+                    UploadKind::Replace { temp } => {
+                        h.remove_temp(temp)?;
+                        None
+                    }
+                    UploadKind::InPlace => Some(h.stat(&p).map(|m| m.len()).unwrap_or(offset)),
+                })
+            })
+            .await
+            .unwrap_or(None);
+            match (&kept, new_file_charged) {
+                (Some(size), true) => accounts.settle(user_id, held, *size as i64, 0).await?,
+                (None, true) => accounts.settle(user_id, held, 0, -1).await?,
+                (Some(size), false) => accounts.settle(user_id, held, *size as i64 - old_size as i64, 0).await?,
+                (None, false) => accounts.release(user_id, held).await?,
+            }
+            if kept.is_some() {
+                accounts.forget_digests(user_id, &vpath).await?;
+            }
+            ctx.log(&vpath, written, started, true, false);
+            Ok(failure.reply(&vpath))
+        }
+    }
+}
+
+/// Modification time in nanoseconds since the epoch (the digest cache's freshness key).
+pub fn mtime_ns(meta: &cap_std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .map(|t| t.into_std())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,651 @@
+"""Helpers shared by the end-to-end tests: start the real `ferry` binary, drive it with
+its CLI, and talk FTP to it (ftplib, a raw control connection, curl, lftp).
+
+Everything here is bounded: every socket has a timeout, every subprocess a timeout,
+every wait a deadline. Servers listen on 127.0.0.1:0 and get a passive port range of
+their own below the kernel's ephemeral range.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+FERRY_BIN = os.environ.get("FERRY_BIN") or str(REPO / "target" / "debug" / "ferry")
+HOST = "127.0.0.1"
+
+LISTEN_RE = re.compile(r"^listening ftp (\S+):(\d+)$")
+
+# Passive ranges: blocks of 200 ports in 20000-29999, starting at a random block so two
+# suites running at once on one machine are unlikely to collide.
+_PASV_LOCK = threading.Lock()
+_PASV_NEXT = [random.randrange(50)]
+
+
+def passive_range() -> tuple[int, int]:
+    with _PASV_LOCK:
+        block = _PASV_NEXT[0] % 50
+        _PASV_NEXT[0] += 1
+    base = 20000 + block * 200
+    return base, base + 199
+
+
+# --------------------------------------------------------------------------- files
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_random(path: Path | str, size: int, chunk: int = 1 << 20) -> str:
+    """Write `size` random bytes to `path` and return their SHA-256."""
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            data = os.urandom(min(chunk, left))
+            h.update(data)
+            f.write(data)
+            left -= len(data)
+    return h.hexdigest()
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 for files, relative path -> 'dir' for directories."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        for d in dirnames:
+            out[os.path.normpath(os.path.join(rel_dir, d))] = "dir"
+        for fn in filenames:
+            out[os.path.normpath(os.path.join(rel_dir, fn))] = sha256_file(os.path.join(dirpath, fn))
+    return out
+
+
+def wait_until(pred, timeout: float, interval: float = 0.05, what: str = "condition"):
+    """Poll `pred` until it returns a truthy value; return it, or raise AssertionError."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+def tcp_listening(port: int) -> bool:
+    """True if some socket is in LISTEN state on `port` (reads /proc, connects nothing)."""
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    local, state = parts[1], parts[3]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                        return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+# --------------------------------------------------------------------------- CLI + server
+
+
+@dataclass
+class User:
+    name: str
+    password: str
+    home: Path
+
+
+class Ferry:
+    """One data directory and the `ferry` commands that act on it."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.users: dict[str, User] = {}
+        self.servers: list[Server] = []
+
+    def run(self, *args: str, input: str | None = None, timeout: float = 60, check: bool = True):
+        cmd = [FERRY_BIN, *args]
+        p = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, timeout=timeout,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(cmd)} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
+            )
+        return p
+
+    def user_cmd(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60):
+        return self.run("user", *args, "--data-dir", str(self.data_dir), input=input, check=check,
+                        timeout=timeout)
+
+    def add_user(self, name: str, password: str | None = None, *extra: str, home: Path | None = None) -> User:
+        password = password or f"pw-{name}-{random.randrange(10**9)}"
+        args = ["add", name, "--password-stdin", *extra]
+        if home is not None:
+            args += ["--home", str(home)]
+        self.user_cmd(*args, input=password + "\n")
+        u = User(name, password, Path(home) if home else self.data_dir / "homes" / name)
+        self.users[name] = u
+        return u
+
+    def list_users(self) -> list[dict]:
+        p = self.user_cmd("list", "--json")
+        return json.loads(p.stdout)
+
+    def user_info(self, name: str) -> dict:
+        for u in self.list_users():
+            if u["name"] == name:
+                return u
+        raise AssertionError(f"user {name} not in `ferry user list --json`")
+
+    def serve(self, *sets: str, extra_args: tuple[str, ...] = (), wait: bool = True) -> "Server":
+        s = Server(self, sets, extra_args)
+        self.servers.append(s)
+        s.start(wait=wait)
+        return s
+
+    @property
+    def xferlog(self) -> Path:
+        return self.data_dir / "logs" / "xferlog"
+
+
+LIVE_SERVERS: list["Server"] = []
+
+
+class Server:
+    def __init__(self, ferry: Ferry, sets, extra_args=()):
+        self.ferry = ferry
+        self.sets = list(sets)
+        self.extra_args = list(extra_args)
+        self.pasv_lo, self.pasv_hi = passive_range()
+        self.port: int | None = None
+        self.host = HOST
+        self.proc: subprocess.Popen | None = None
+        self.stdout_lines: list[str] = []
+        self._listening = threading.Event()
+        n = len(ferry.servers)
+        self.stderr_path = ferry.data_dir.parent / f"{ferry.data_dir.name}-serve{n}.stderr.log"
+
+    def start(self, wait: bool = True, timeout: float = 30):
+        cmd = [FERRY_BIN, "serve", "--data-dir", str(self.ferry.data_dir), "--listen", f"{HOST}:0",
+               "--passive-ports", f"{self.pasv_lo}-{self.pasv_hi}"]
+        for s in self.sets:
+            cmd += ["--set", s]
+        cmd += self.extra_args
+        self.cmd = cmd
+        self._stderr_file = open(self.stderr_path, "ab")
+        env = dict(os.environ)
+        env.setdefault("RUST_BACKTRACE", "1")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self._stderr_file, env=env)
+        LIVE_SERVERS.append(self)
+        t = threading.Thread(target=self._read_stdout, daemon=True)
+        t.start()
+        if wait:
+            self.wait_listening(timeout)
+        return self
+
+    def _read_stdout(self):
+        assert self.proc and self.proc.stdout
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            self.stdout_lines.append(line)
+            m = LISTEN_RE.match(line)
+            if m and self.port is None:
+                self.host = m.group(1)
+                self.port = int(m.group(2))
+                self._listening.set()
+
+    def wait_listening(self, timeout: float = 30):
+        deadline = time.monotonic() + timeout
+        while not self._listening.wait(0.05):
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"ferry serve exited with {self.proc.returncode} before listening\n"
+                    f"cmd: {' '.join(self.cmd)}\nstdout: {self.stdout_lines}\nstderr:\n{self.stderr_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"ferry serve printed no 'listening ftp' line within {timeout}s\n"
+                    f"stdout: {self.stdout_lines}\nstderr:\n{self.stderr_tail()}"
+                )
+        assert self.port and self.port > 0, self.stdout_lines
+
+    def stderr_text(self) -> str:
+        try:
+            self._stderr_file.flush()
+        except Exception:
+            pass
+        try:
+            return self.stderr_path.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def stderr_tail(self, n: int = 40) -> str:
+        return "\n".join(self.stderr_text().splitlines()[-n:])
+
+    def wait_stderr(self, pred, timeout: float = 10, what: str = "log line"):
+        """Wait for a stderr line satisfying `pred`; return that line."""
+        def find():
+            for line in self.stderr_text().splitlines():
+                if pred(line):
+                    return line
+            return None
+        return wait_until(find, timeout, 0.1, what)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig):
+        if self.running():
+            self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int | None:
+        """Signal the server and wait for it; SIGKILL if it does not exit in `timeout`.
+        Returns the exit code (None if it had to be killed)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+                self._close()
+                return None
+        self._close()
+        return self.proc.returncode
+
+    def _close(self):
+        if self in LIVE_SERVERS:
+            LIVE_SERVERS.remove(self)
+        try:
+            self._stderr_file.close()
+        except Exception:
+            pass
+
+    # -- clients
+
+    def ftp(self, user: User | None = None, timeout: float = 30) -> ftplib.FTP:
+        f = ftplib.FTP(timeout=timeout, encoding="utf-8")
+        f.connect(self.host, self.port, timeout=timeout)
+        if user is not None:
+            f.login(user.name, user.password)
+        return f
+
+    def ctrl(self, user: User | None = None, timeout: float = 15, greet: bool = True) -> "Ctrl":
+        c = Ctrl(self.host, self.port, timeout=timeout)
+        if greet:
+            r = c.reply()
+            assert r.code == 220, f"greeting: expected 220, got {r}"
+        if user is not None:
+            c.login(user)
+        return c
+
+    def url(self, path: str = "") -> str:
+        return f"ftp://{self.host}:{self.port}/" + urllib.parse.quote(path.lstrip("/"))
+
+
+# --------------------------------------------------------------------------- raw control connection
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+@dataclass
+class Reply:
+    code: int
+    text: str  # all lines, joined with "\n"
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.split("\n")
+
+    @property
+    def last(self) -> str:
+        return self.lines[-1]
+
+    def __str__(self):
+        return repr(self.text)
+
+
+class Ctrl:
+    """A raw FTP control connection: send exact bytes, read replies one by one."""
+
+    def __init__(self, host: str, port: int, timeout: float = 15):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.host = host
+        self.buf = b""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def settimeout(self, t: float):
+        self.sock.settimeout(t)
+
+    def sendraw(self, data: bytes):
+        self.sock.sendall(data)
+
+    def send(self, line: str | bytes, eol: bytes = b"\r\n"):
+        if isinstance(line, str):
+            line = line.encode("utf-8")
+        self.sock.sendall(line + eol)
+
+    def _read_line(self) -> bytes:
+        while b"\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionClosed(f"connection closed; unparsed bytes: {self.buf!r}")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.rstrip(b"\r")
+
+    def reply(self) -> Reply:
+        first = self._read_line()
+        if len(first) < 3 or not first[:3].isdigit():
+            raise AssertionError(f"malformed reply line: {first!r}")
+        code = first[:3]
+        lines = [first]
+        if first[3:4] == b"-":
+            while True:
+                line = self._read_line()
+                lines.append(line)
+                if line[:3] == code and line[3:4] == b" ":
+                    break
+        return Reply(int(code), "\n".join(l.decode("utf-8", "replace") for l in lines))
+
+    def cmd(self, line: str | bytes) -> Reply:
+        self.send(line)
+        return self.reply()
+
+    def expect(self, line: str | bytes, *codes: int) -> Reply:
+        r = self.cmd(line)
+        assert r.code in codes, f"sent {line!r}: expected {codes}, got {r}"
+        return r
+
+    def login(self, user: User):
+        self.expect(f"USER {user.name}", 331)
+        self.expect(f"PASS {user.password}", 230)
+
+    def reads_eof(self, timeout: float = 10) -> bool:
+        """Drain until EOF; True if the server closed the connection within `timeout`."""
+        old = self.sock.gettimeout()
+        self.sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    data = self.sock.recv(65536)
+                except ConnectionResetError:
+                    return True
+                if not data:
+                    return True
+                self.buf += data
+            return False
+        except socket.timeout:
+            return False
+        finally:
+            self.sock.settimeout(old)
+
+    # -- data connections
+
+    def pasv(self) -> socket.socket:
+        r = self.expect("PASV", 227)
+        m = re.search(r"(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)", r.text)
+        assert m, f"unparseable PASV reply {r}"
+        port = int(m.group(5)) * 256 + int(m.group(6))
+        return socket.create_connection((self.host, port), timeout=self.sock.gettimeout())
+
+    def pasv_port(self) -> int:
+        r = self.expect("PASV", 227)
+        m = re.search(r"(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)", r.text)
+        assert m, f"unparseable PASV reply {r}"
+        return int(m.group(5)) * 256 + int(m.group(6))
+
+    def epsv_port(self) -> int:
+        r = self.expect("EPSV", 229)
+        m = re.search(r"\(\|\|\|(\d+)\|\)", r.text)
+        assert m, f"unparseable EPSV reply {r}"
+        return int(m.group(1))
+
+    def epsv(self) -> socket.socket:
+        return socket.create_connection((self.host, self.epsv_port()), timeout=self.sock.gettimeout())
+
+    def retr(self, path: str) -> bytes:
+        """PASV + RETR; returns the bytes; asserts 150/125 then 226."""
+        data = self.pasv()
+        self.expect(f"RETR {path}", 150, 125)
+        out = recv_all(data)
+        self.expect_reply(226)
+        return out
+
+    def stor(self, path: str, payload: bytes, verb: str = "STOR") -> Reply:
+        data = self.pasv()
+        self.expect(f"{verb} {path}", 150, 125)
+        data.sendall(payload)
+        data.close()
+        return self.reply()
+
+    def listing(self, cmd: str) -> tuple[Reply, bytes]:
+        """PASV + a listing command; returns (final reply, raw data). If the server refuses
+        the command before opening the transfer, the data is empty."""
+        data = self.pasv()
+        r = self.cmd(cmd)
+        if r.code in (125, 150):
+            out = recv_all(data)
+            return self.reply(), out
+        data.close()
+        return r, b""
+
+    def expect_reply(self, *codes: int) -> Reply:
+        r = self.reply()
+        assert r.code in codes, f"expected {codes}, got {r}"
+        return r
+
+
+def recv_all(sock: socket.socket, timeout: float = 60, limit: int | None = None) -> bytes:
+    sock.settimeout(timeout)
+    chunks = []
+    n = 0
+    try:
+        while True:
+            d = sock.recv(1 << 20)
+            if not d:
+                break
+            chunks.append(d)
+            n += len(d)
+            if limit is not None and n >= limit:
+                break
+    finally:
+        if limit is None:
+            sock.close()
+    return b"".join(chunks)
+
+
+# --------------------------------------------------------------------------- ftplib helpers
+
+
+def ftp_reply_code(exc_or_reply) -> int:
+    s = str(exc_or_reply)
+    return int(s[:3])
+
+
+def ftp_try(ftp: ftplib.FTP, line: str) -> tuple[int, str]:
+    """sendcmd that returns (code, text) for any reply instead of raising."""
+    try:
+        r = ftp.sendcmd(line)
+    except ftplib.all_errors as e:
+        r = str(e)
+        if not r[:3].isdigit():
+            raise
+    return int(r[:3]), r
+
+
+def ftp_retr(ftp: ftplib.FTP, path: str, rest: int | None = None) -> bytes:
+    buf = bytearray()
+    ftp.retrbinary(f"RETR {path}", buf.extend, rest=rest)
+    return bytes(buf)
+
+
+def ftp_stor(ftp: ftplib.FTP, path: str, data: bytes, rest: int | None = None, verb: str = "STOR") -> str:
+    import io
+    return ftp.storbinary(f"{verb} {path}", io.BytesIO(data), rest=rest)
+
+
+def ftp_size(ftp: ftplib.FTP, path: str) -> int:
+    r = ftp.sendcmd(f"SIZE {path}")
+    assert r.startswith("213 "), r
+    return int(r[4:].strip())
+
+
+# --------------------------------------------------------------------------- external clients
+
+
+def curl(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = ["curl", "-sS", "--connect-timeout", "10", "--max-time", str(int(timeout)), *args]
+    p = subprocess.run(cmd, capture_output=True, timeout=timeout + 10, stdin=subprocess.DEVNULL)
+    if check and p.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {p.returncode}\nstderr: {p.stderr.decode('utf-8', 'replace')[-3000:]}"
+        )
+    return p
+
+
+def curl_popen(*args: str, timeout: float = 120) -> subprocess.Popen:
+    cmd = ["curl", "-sS", "--connect-timeout", "10", "--max-time", str(int(timeout)), *args]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def curl_replies(stderr: bytes) -> list[str]:
+    """Server replies as shown by `curl -v` (lines starting with '< ')."""
+    return [l[2:] for l in stderr.decode("utf-8", "replace").splitlines() if l.startswith("< ")]
+
+
+LFTP_PRELUDE = (
+    "set ftp:ssl-allow no; set net:max-retries 1; set net:reconnect-interval-base 1; "
+    "set net:timeout 20; set cmd:fail-exit yes; set xfer:clobber yes; set ftp:charset utf-8; "
+    "set file:charset utf-8; set cmd:interactive no; "
+)
+
+
+def lftp(server: Server, user: User, script: str, timeout: float = 240, cwd: Path | None = None,
+         check: bool = True) -> subprocess.CompletedProcess:
+    if shutil.which("lftp") is None:
+        raise AssertionError("lftp is not installed (apt-get install -y lftp)")
+    cmd = ["lftp", "-u", f"{user.name},{user.password}", "-p", str(server.port),
+           "-e", LFTP_PRELUDE + script + "; quit", server.host]
+    env = dict(os.environ, HOME=str(cwd or Path.cwd()), LC_ALL="C.UTF-8", LANG="C.UTF-8")
+    p = subprocess.run(cmd, capture_output=True, timeout=timeout, cwd=cwd, env=env,
+                       stdin=subprocess.DEVNULL)
+    if check and p.returncode != 0:
+        raise AssertionError(
+            f"lftp script {script!r} exited {p.returncode}\nstdout: {p.stdout.decode('utf-8','replace')[-3000:]}"
+            f"\nstderr: {p.stderr.decode('utf-8','replace')[-3000:]}"
+        )
+    return p
+
+
+def kill_when(proc: subprocess.Popen, pred, timeout: float, what: str) -> None:
+    """SIGKILL `proc` as soon as `pred()` is true; fail if it never becomes true or the
+    process exits first (the transfer finished before it could be interrupted)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if pred():
+                assert proc.poll() is None, f"client exited ({proc.returncode}) before it could be killed: {what}"
+                proc.kill()
+                proc.wait(10)
+                return
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
+                raise AssertionError(f"client exited with {proc.returncode} before {what}: {err[-2000:]}")
+            time.sleep(0.02)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def dir_growth(root: Path, baseline: dict[str, int]) -> int:
+    """Largest growth (bytes) of any file under `root` compared to `baseline`
+    (path -> size), hidden temp files included."""
+    best = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for fn in files:
+            p = os.path.join(dirpath, fn)
+            try:
+                sz = os.stat(p).st_size
+            except FileNotFoundError:
+                continue
+            best = max(best, sz - baseline.get(p, 0))
+    return best
+
+
+def dir_sizes(root: Path) -> dict[str, int]:
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for fn in files:
+            p = os.path.join(dirpath, fn)
+            try:
+                out[p] = os.stat(p).st_size
+            except FileNotFoundError:
+                pass
+    return out
+
+
+def disk_usage_bytes(root: Path) -> int:
+    """Sum of the sizes of the regular files under `root` (what a ledger should count)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for fn in files:
+            p = os.path.join(dirpath, fn)
+            st = os.lstat(p)
+            if os.path.isfile(p) and not os.path.islink(p):
+                total += st.st_size
+    return total

@@ -1,0 +1,443 @@
+"""Hostile and broken clients: commands before login, unknown verbs, bad arguments,
+over-long lines, random bytes, silent clients, PASV never connected, data connections
+from the wrong address, 500 parallel sessions, wrong passwords and bans."""
+
+from __future__ import annotations
+
+import random
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+from ferry_e2e import ConnectionClosed, Ctrl, recv_all, tcp_listening, write_random
+
+pytestmark = pytest.mark.timeout(90)
+
+
+# ------------------------------------------------------------------ protocol errors
+
+
+BEFORE_LOGIN = [
+    "PWD", "XPWD", "CWD /", "CDUP", "LIST", "NLST", "MLSD", "MLST x", "RETR x", "STOR x", "APPE x",
+    "STOU", "DELE x", "MKD x", "RMD x", "RNFR x", "RNTO x", "SIZE x", "MDTM x", "MFMT 20200101000000 x",
+    "PASV", "EPSV", "PORT 127,0,0,1,100,100", "EPRT |1|127.0.0.1|25700|", "REST 0", "HASH x", "RANG 0 1",
+    "XMD5 x", "XSHA1 x", "XSHA256 x", "XSHA512 x", "XCRC x", "MD5 x", "AVBL", "SITE QUOTA", "ALLO 10",
+    "STAT /",
+]
+
+
+def test_commands_before_login_get_530(srv):
+    c = srv.server.ctrl()
+    try:
+        bad = []
+        for cmd in BEFORE_LOGIN:
+            r = c.cmd(cmd)
+            if r.code != 530:
+                bad.append(f"{cmd!r} -> {r.text!r}")
+        assert not bad, "expected 530 before login:\n" + "\n".join(bad)
+        c.expect("NOOP", 200)
+        c.login(srv.alice)
+    finally:
+        c.close()
+
+
+def test_pass_before_user_is_bad_sequence_503(srv):
+    c = srv.server.ctrl()
+    try:
+        c.expect(f"PASS {srv.alice.password}", 503)
+        c.login(srv.alice)
+    finally:
+        c.close()
+
+
+def test_unknown_verbs_get_500(srv):
+    c = srv.server.ctrl(srv.alice)
+    try:
+        for cmd in ("FOOBAR", "XYZZY with args", "RETRX file", "A", "12345", "\u00e9t\u00e9 x"):
+            r = c.cmd(cmd)
+            assert r.code == 500, f"{cmd!r} -> {r}"
+        c.expect("ACCT something", 502)
+        c.expect("NOOP", 200)
+    finally:
+        c.close()
+
+
+MISSING_ARG = ["RETR", "STOR", "APPE", "DELE", "MKD", "XMKD", "RMD", "XRMD", "RNFR", "SIZE", "MDTM",
+               "MFMT", "TYPE", "MODE", "STRU", "PORT", "EPRT", "REST", "HASH", "RANG", "XMD5",
+               "XSHA256", "XCRC", "MD5", "OPTS"]
+
+
+def test_missing_arguments_get_501(srv):
+    c = srv.server.ctrl(srv.alice)
+    try:
+        bad = []
+        for cmd in MISSING_ARG:
+            r = c.cmd(cmd)
+            if r.code != 501:
+                bad.append(f"{cmd!r} -> {r.text!r}")
+        assert not bad, "expected 501 for a missing argument:\n" + "\n".join(bad)
+        c.expect("NOOP", 200)
+    finally:
+        c.close()
+
+
+INVALID_ARG = {
+    "REST abc": (501,), "REST -5": (501,), "PORT 1,2,3": (501,), "PORT 300,1,1,1,1,1": (501,),
+    "PORT a,b,c,d,e,f": (501,), "EPRT garbage": (501,), "EPRT |1|not-an-ip|5000|": (501,),
+    "EPRT |9|127.0.0.1|5000|": (522,), "MFMT 2020 x": (501,), "MFMT 20201301000000 x": (501,),
+    "RANG a b": (501,), "RANG 5 2": (501,), "OPTS HASH NOPE": (501,), "OPTS FOOBAR": (501,),
+    "TYPE Z": (501, 504), "MODE Z": (501, 504), "STRU Z": (501, 504), "OPTS UTF8 MAYBE": (501,),
+}
+
+
+def test_invalid_arguments_are_rejected(srv):
+    c = srv.server.ctrl(srv.alice)
+    try:
+        bad = []
+        for cmd, codes in INVALID_ARG.items():
+            r = c.cmd(cmd)
+            if r.code not in codes:
+                bad.append(f"{cmd!r} -> {r.text!r}, expected {codes}")
+        assert not bad, "\n".join(bad)
+        c.expect("NOOP", 200)
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("length", [4097, 10 * 1024, 100 * 1024])
+def test_overlong_line_gets_500_and_session_survives_or_closes(srv, length):
+    c = srv.server.ctrl(srv.alice)
+    try:
+        c.sendraw(b"NOOP " + b"A" * (length - 5) + b"\r\n")
+        r = c.reply()
+        assert r.code == 500, f"a {length}-byte line must get 500, got {r}"
+        try:
+            c.send("NOOP")
+            r2 = c.reply()
+        except (ConnectionClosed, ConnectionResetError, BrokenPipeError):
+            return  # closed cleanly after the 500: allowed
+        assert r2.code == 200, f"after the 500, NOOP got {r2}"
+    finally:
+        c.close()
+    # either way the server still serves
+    c = srv.server.ctrl(srv.alice)
+    c.expect("NOOP", 200)
+    c.close()
+
+
+@pytest.mark.parametrize("logged_in", [False, True], ids=["before-login", "after-login"])
+def test_random_bytes_do_not_break_the_server(srv, logged_in):
+    rng = random.Random(1234 + logged_in)
+    blob = rng.randbytes(256 * 1024)
+    c = srv.server.ctrl(srv.alice if logged_in else None)
+    errors = []
+
+    def sender():
+        try:
+            c.sendraw(blob)
+        except OSError as e:  # the server may close the session: fine
+            errors.append(e)
+
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    # drain replies until the server closes or goes quiet
+    c.settimeout(3)
+    try:
+        while True:
+            d = c.sock.recv(65536)
+            if not d:
+                break
+    except (socket.timeout, ConnectionResetError):
+        pass
+    t.join(20)
+    assert not t.is_alive(), "sending to the server blocked for 20s: it stopped reading"
+    c.close()
+    assert srv.server.running(), "ferry serve died"
+    c = srv.server.ctrl(srv.alice)
+    try:
+        c.expect("NOOP", 200)
+        c.expect("PWD", 257)
+        final, _ = c.listing("LIST")
+        assert final.code == 226
+    finally:
+        c.close()
+
+
+# ------------------------------------------------------------------ authentication
+
+
+def test_wrong_password_gets_530_and_logs_login_failed(srv, uniq):
+    c = srv.server.ctrl()
+    try:
+        c.expect(f"USER {srv.alice.name}", 331)
+        c.expect("PASS definitely-wrong", 530)
+        ghost = f"ghost{random.randrange(10**6)}"
+        r = c.cmd(f"USER {ghost}")
+        if r.code == 331:
+            c.expect("PASS whatever", 530)
+        else:
+            assert r.code == 530, r
+        c.login(srv.alice)
+    finally:
+        c.close()
+    for name in (srv.alice.name, ghost):
+        line = srv.server.wait_stderr(
+            lambda l, n=name: "login failed" in l and "ip=127.0.0.1" in l and re.search(rf"user=\"?{n}\b", l),
+            timeout=10, what=f"a 'login failed ... ip=127.0.0.1 ... user={name}' line on stderr")
+        assert "definitely-wrong" not in line and "whatever" not in line, f"password logged: {line}"
+
+
+def test_loopback_is_never_banned_by_default(srv):
+    for _ in range(7):  # more than the default limits.max_login_failures (5)
+        c = srv.server.ctrl()
+        try:
+            c.expect(f"USER {srv.alice.name}", 331)
+            c.expect("PASS nope", 530)
+        finally:
+            c.close()
+    c = srv.server.ctrl()
+    try:
+        c.login(srv.alice)
+        c.expect("NOOP", 200)
+    finally:
+        c.close()
+
+
+def test_repeated_failures_ban_the_address_until_it_expires(make_ferry):
+    f = make_ferry("ban")
+    alice = f.add_user("alice")
+    s = f.serve("limits.ban_exempt=[]", "limits.max_login_failures=3", "limits.failed_login_delay_ms=50",
+                "limits.ban_secs=4")
+    for _ in range(3):
+        c = s.ctrl()
+        try:
+            c.expect(f"USER {alice.name}", 331)
+            c.expect("PASS wrong", 530)
+        except (ConnectionClosed, ConnectionResetError):
+            pass
+        finally:
+            c.close()
+    t_banned = time.monotonic()
+    for _ in range(2):
+        c = s.ctrl(greet=False)
+        try:
+            r = c.reply()
+            assert r.code == 421, f"a banned address must be greeted with 421, got {r}"
+            assert c.reads_eof(5), "connection not closed after 421"
+        finally:
+            c.close()
+    # the ban lasts limits.ban_secs, then the right password works again
+    time.sleep(max(0.0, t_banned + 5 - time.monotonic()))
+    c = s.ctrl()
+    try:
+        c.login(alice)
+        c.expect("NOOP", 200)
+    finally:
+        c.close()
+    s.stop()
+
+
+def test_failed_login_is_delayed(make_ferry):
+    f = make_ferry("delay")
+    alice = f.add_user("alice")
+    s = f.serve("limits.failed_login_delay_ms=1500")
+    c = s.ctrl()
+    try:
+        c.expect(f"USER {alice.name}", 331)
+        t0 = time.monotonic()
+        c.expect("PASS wrong", 530)
+        assert time.monotonic() - t0 >= 1.4, "failed login answered without the configured delay"
+    finally:
+        c.close()
+    s.stop()
+
+
+# ------------------------------------------------------------------ timeouts and resources
+
+
+@pytest.fixture(scope="module")
+def idle_srv(make_ferry):
+    f = make_ferry("idle")
+    alice = f.add_user("alice")
+    s = f.serve("limits.idle_timeout_secs=2", "limits.failed_login_delay_ms=50")
+    yield s, alice
+    s.stop()
+
+
+@pytest.mark.parametrize("logged_in", [False, True], ids=["silent", "logged-in"])
+def test_idle_client_gets_421_and_is_disconnected(idle_srv, logged_in):
+    s, alice = idle_srv
+    c = s.ctrl(alice if logged_in else None, timeout=15)
+    t0 = time.monotonic()
+    try:
+        r = c.reply()
+        elapsed = time.monotonic() - t0
+        assert r.code == 421, f"expected 421 on idle timeout, got {r}"
+        assert 1.5 <= elapsed <= 8, f"idle timeout of 2s fired after {elapsed:.1f}s"
+        assert c.reads_eof(5), "connection not closed after the idle 421"
+    finally:
+        c.close()
+
+
+def test_idle_timeout_does_not_cut_a_slow_transfer(idle_srv):
+    s, alice = idle_srv
+    size = 4 << 20
+    write_random(alice.home / "slow.bin", size)
+    c = s.ctrl(alice, timeout=20)
+    try:
+        c.expect("TYPE I", 200)
+        data = c.pasv()
+        c.expect("RETR slow.bin", 150, 125)
+        data.settimeout(20)
+        got = 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 4.5:  # > 2x the idle timeout, data flowing slowly
+            d = data.recv(16384)
+            assert d, "data connection closed during a slow but active transfer"
+            got += len(d)
+            time.sleep(0.05)
+        got += len(recv_all(data))
+        assert got == size
+        c.expect_reply(226)
+        c.expect("NOOP", 200)
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def accept_srv(make_ferry):
+    f = make_ferry("accept")
+    alice = f.add_user("alice")
+    (alice.home / "secret.bin").write_bytes(b"S" * 100_000)
+    s = f.serve("limits.data_accept_timeout_secs=2", "limits.failed_login_delay_ms=50")
+    yield s, alice
+    s.stop()
+
+
+def _settle_then_noop(c: Ctrl):
+    """Send NOOP; tolerate one unsolicited 4xx (e.g. a 425 for the expired PASV) before the 200."""
+    c.send("NOOP")
+    r = c.reply()
+    if 400 <= r.code < 500:
+        r = c.reply()
+    assert r.code == 200, r
+
+
+@pytest.mark.parametrize("verb", ["PASV", "EPSV"])
+def test_unconnected_passive_port_is_released_after_accept_timeout(accept_srv, verb):
+    s, alice = accept_srv
+    c = s.ctrl(alice)
+    try:
+        port = c.pasv_port() if verb == "PASV" else c.epsv_port()
+        assert tcp_listening(port), f"{verb} port {port} is not listening"
+        time.sleep(3.5)
+        assert not tcp_listening(port), f"{verb} port {port} still listening 3.5s after a 2s accept timeout"
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((s.host, port), timeout=5).close()
+        _settle_then_noop(c)
+        final, data = c.listing("LIST")
+        assert final.code == 226 and b"secret.bin" in data
+    finally:
+        c.close()
+
+
+def test_passive_data_connection_from_another_address_is_refused(accept_srv):
+    s, alice = accept_srv
+    c = s.ctrl(alice)
+    try:
+        c.expect("TYPE I", 200)
+        port = c.pasv_port()
+        evil = socket.socket()
+        evil.bind(("127.0.0.2", 0))
+        evil.settimeout(10)
+        evil.connect((s.host, port))
+        c.send("RETR secret.bin")
+        leaked = b""
+        try:
+            while True:
+                d = evil.recv(65536)
+                if not d:
+                    break
+                leaked += d
+        except (socket.timeout, ConnectionResetError):
+            pass
+        evil.close()
+        assert leaked == b"", f"{len(leaked)} bytes sent to a data connection from another address"
+        r = c.reply()
+        if r.code in (125, 150):
+            r = c.reply()
+        assert r.code in (425, 426), f"RETR with only a foreign data connection: {r}"
+        c.expect("NOOP", 200)
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout(240)
+def test_500_parallel_sessions(make_ferry):
+    n = 500
+    f = make_ferry("many")
+    alice = f.add_user("alice")
+    s = f.serve(f"limits.max_sessions={n + 100}", f"limits.max_sessions_per_ip={n + 100}",
+                f"limits.max_sessions_per_user={n + 100}", "limits.failed_login_delay_ms=50")
+    barrier = threading.Barrier(n + 1)
+    results: list[str | None] = [None] * n
+
+    def worker(i):
+        c = None
+        try:
+            c = Ctrl(s.host, s.port, timeout=120)
+            r = c.reply()
+            assert r.code == 220, r
+            c.login(alice)
+            barrier.wait(180)  # all n sessions logged in at once
+            c.expect("NOOP", 200)
+            c.expect("QUIT", 221)
+            results[i] = "ok"
+        except threading.BrokenBarrierError:
+            results[i] = "barrier broken"
+        except Exception as e:  # noqa: BLE001
+            results[i] = f"{type(e).__name__}: {e}"
+            barrier.abort()
+        finally:
+            if c:
+                c.close()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    try:
+        barrier.wait(200)
+    except threading.BrokenBarrierError:
+        pass
+    for t in threads:
+        t.join(60)
+    failures = [r for r in results if r != "ok"]
+    assert not failures, f"{len(failures)} of {n} sessions failed, e.g. {sorted(set(map(str, failures)))[:5]}"
+    assert s.running()
+    s.stop()
+
+
+def test_session_limit_per_ip_refuses_extra_connection_with_421(make_ferry):
+    f = make_ferry("limit")
+    alice = f.add_user("alice")
+    s = f.serve("limits.max_sessions_per_ip=3", "limits.failed_login_delay_ms=50")
+    held = [s.ctrl(alice) for _ in range(3)]
+    try:
+        c = s.ctrl(greet=False)
+        try:
+            r = c.reply()
+            assert r.code == 421, f"4th session from one IP with max_sessions_per_ip=3: {r}"
+        finally:
+            c.close()
+        held.pop().close()
+        time.sleep(0.5)
+        c = s.ctrl(alice)
+        c.expect("NOOP", 200)
+        c.close()
+    finally:
+        for h in held:
+            h.close()
+    s.stop()
