@@ -41,6 +41,7 @@ def poll_size(srv, path: str, timeout: float = 15) -> int:
     def try_size():
         f = srv.server.ftp(srv.alice)
         try:
+            f.voidcmd("TYPE I")
             return ftp_size(f, path)
         except ftplib.error_perm:
             return None

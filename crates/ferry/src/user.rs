@@ -103,7 +103,10 @@ fn quota_arg(s: &str) -> Result<QuotaArg, String> {
 fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     let password = if from_stdin {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).context("cannot read the password from stdin")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
         line.trim_end_matches(['\r', '\n']).to_string()
     } else if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("Password: ")?;
@@ -113,7 +116,9 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
         }
         first
     } else {
-        bail!("no terminal to ask for the password: pass it on standard input with --password-stdin");
+        bail!(
+            "no terminal to ask for the password: pass it on standard input with --password-stdin"
+        );
     };
     if password.is_empty() {
         bail!("the password is empty");
@@ -145,28 +150,63 @@ struct UserRow {
 pub async fn run(cmd: UserCmd) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match cmd {
-        UserCmd::Add { name, password_stdin, home, quota, quota_files, read_only, data } => {
+        UserCmd::Add {
+            name,
+            password_stdin,
+            home,
+            quota,
+            quota_files,
+            read_only,
+            data,
+        } => {
             let password = read_password(password_stdin)?;
             let accounts = open(&data).await?;
             let home = home.map(|h| std::path::absolute(&h)).transpose()?;
-            let perms = if read_only { Permissions::read_only() } else { Permissions::default() };
-            let new = NewUser { name, password, home, quota_bytes: quota, quota_files, perms };
+            let perms = if read_only {
+                Permissions::read_only()
+            } else {
+                Permissions::default()
+            };
+            let new = NewUser {
+                name,
+                password,
+                home,
+                quota_bytes: quota,
+                quota_files,
+                perms,
+            };
             let user = admin::add(&accounts, new).await?;
-            writeln!(out, "added user {} (home {})", user.name, accounts.home_of(&user).display())?;
+            writeln!(
+                out,
+                "added user {} (home {})",
+                user.name,
+                accounts.home_of(&user).display()
+            )?;
         }
-        UserCmd::Passwd { name, password_stdin, data } => {
+        UserCmd::Passwd {
+            name,
+            password_stdin,
+            data,
+        } => {
             let password = read_password(password_stdin)?;
             let accounts = open(&data).await?;
             accounts.set_password(&name, &password).await?;
             writeln!(out, "password of {name} changed")?;
         }
-        UserCmd::Del { name, keep_files, data } => {
+        UserCmd::Del {
+            name,
+            keep_files,
+            data,
+        } => {
             let accounts = open(&data).await?;
             let outcome = admin::delete(&accounts, &name, keep_files).await?;
             let fate = match outcome.home_fate {
                 HomeFate::Removed => format!("home {} removed", outcome.home.display()),
                 HomeFate::KeptOnRequest => format!("home {} kept", outcome.home.display()),
-                HomeFate::KeptCustomHome => format!("custom home {} kept (never deleted)", outcome.home.display()),
+                HomeFate::KeptCustomHome => format!(
+                    "custom home {} kept (never deleted)",
+                    outcome.home.display()
+                ),
                 HomeFate::Missing => "it had no home directory".to_string(),
             };
             writeln!(out, "deleted user {name}; {fate}")?;
@@ -192,9 +232,15 @@ pub async fn run(cmd: UserCmd) -> anyhow::Result<()> {
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
             } else {
-                writeln!(out, "{:<20} {:>10} {:>10} {:>10} {:>7}  HOME", "NAME", "USED", "RESERVED", "QUOTA", "FILES")?;
+                writeln!(
+                    out,
+                    "{:<20} {:>10} {:>10} {:>10} {:>7}  HOME",
+                    "NAME", "USED", "RESERVED", "QUOTA", "FILES"
+                )?;
                 for r in rows {
-                    let quota = r.quota_bytes.map_or_else(|| "none".to_string(), format_size);
+                    let quota = r
+                        .quota_bytes
+                        .map_or_else(|| "none".to_string(), format_size);
                     let flags = if r.read_only { " (read-only)" } else { "" };
                     writeln!(
                         out,
@@ -220,7 +266,12 @@ pub async fn run(cmd: UserCmd) -> anyhow::Result<()> {
         UserCmd::Rescan { name, data } => {
             let accounts = open(&data).await?;
             for (name, usage) in admin::rescan(&accounts, name.as_deref()).await? {
-                writeln!(out, "{name}: {} in {} files", format_size(usage.used_bytes), usage.used_files)?;
+                writeln!(
+                    out,
+                    "{name}: {} in {} files",
+                    format_size(usage.used_bytes),
+                    usage.used_files
+                )?;
             }
         }
     }

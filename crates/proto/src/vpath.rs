@@ -30,6 +30,10 @@ pub enum PathError {
     /// A component starts with [`RESERVED_PREFIX`].
     #[error("names starting with {RESERVED_PREFIX:?} are reserved by the server")]
     Reserved,
+    /// The input contains a line break or another control character (tab is allowed), which would corrupt
+    /// listings and replies.
+    #[error("path contains a control character")]
+    Control,
 }
 
 /// A normalised absolute path inside a user's home, which is its `/`.
@@ -62,6 +66,9 @@ impl VirtualPath {
     pub fn join(&self, input: &str) -> Result<VirtualPath, PathError> {
         if input.contains('\0') {
             return Err(PathError::Nul);
+        }
+        if input.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(PathError::Control);
         }
         let mut parts: Vec<&str> = if input.starts_with('/') {
             Vec::new()
@@ -243,6 +250,8 @@ mod tests {
             ("/", "a\0b", PathError::Nul),
             ("/", "\0", PathError::Nul),
             ("/", "a/\0/..", PathError::Nul),
+            ("/", "a\r\nb", PathError::Control),
+            ("/", "bell\u{7}", PathError::Control),
             ("/", &long_name, PathError::NameTooLong),
             ("/", &format!("a/{long_name}/b"), PathError::NameTooLong),
             ("/", &long_utf8_name, PathError::NameTooLong),

@@ -148,7 +148,10 @@ impl Default for Limits {
             max_login_failures: 5,
             login_failure_window_secs: 600,
             ban_secs: 900,
-            ban_exempt: vec!["127.0.0.0/8".parse().expect("valid net"), "::1/128".parse().expect("valid net")],
+            ban_exempt: vec![
+                "127.0.0.0/8".parse().expect("valid net"),
+                "::1/128".parse().expect("valid net"),
+            ],
             shutdown_grace_secs: 10,
             max_hash_jobs: 2,
         }
@@ -157,7 +160,10 @@ impl Default for Limits {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: "human".into(), xferlog: true }
+        LogConfig {
+            format: "human".into(),
+            xferlog: true,
+        }
     }
 }
 
@@ -181,13 +187,19 @@ impl Config {
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
                 // Deserialise the file alone first so its errors carry line and column.
-                toml::from_str::<Config>(&text)
-                    .map_err(|e| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })?;
-                toml::from_str::<toml::Table>(&text)
-                    .map_err(|e| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })?
+                toml::from_str::<Config>(&text).map_err(|e| ConfigError::File {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::File {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?
             }
             None => toml::Table::new(),
         };
@@ -198,17 +210,33 @@ impl Config {
             set_key(&mut table, key.trim(), parse_value(value.trim()))?;
         }
         if let Some(dir) = &overrides.data_dir {
-            set_key(&mut table, "data_dir", toml::Value::String(dir.display().to_string()))?;
+            set_key(
+                &mut table,
+                "data_dir",
+                toml::Value::String(dir.display().to_string()),
+            )?;
         }
         if !overrides.listen.is_empty() {
-            let list = overrides.listen.iter().map(|a| toml::Value::String(a.to_string())).collect();
+            let list = overrides
+                .listen
+                .iter()
+                .map(|a| toml::Value::String(a.to_string()))
+                .collect();
             set_key(&mut table, "ftp.listen", toml::Value::Array(list))?;
         }
         if let Some(range) = &overrides.passive_ports {
-            set_key(&mut table, "ftp.passive_ports", toml::Value::String(range.clone()))?;
+            set_key(
+                &mut table,
+                "ftp.passive_ports",
+                toml::Value::String(range.clone()),
+            )?;
         }
         if let Some(format) = &overrides.log_format {
-            set_key(&mut table, "log.format", toml::Value::String(format.clone()))?;
+            set_key(
+                &mut table,
+                "log.format",
+                toml::Value::String(format.clone()),
+            )?;
         }
         let config: Config = toml::Value::Table(table)
             .try_into()
@@ -225,7 +253,10 @@ impl Config {
         }
         parse_port_range(&self.ftp.passive_ports).map_err(ConfigError::Invalid)?;
         if !matches!(self.log.format.as_str(), "human" | "json") {
-            return bad(format!("log.format must be \"human\" or \"json\", not {:?}", self.log.format));
+            return bad(format!(
+                "log.format must be \"human\" or \"json\", not {:?}",
+                self.log.format
+            ));
         }
         let l = &self.limits;
         if l.max_line_len < 512 || l.max_line_len > 1 << 20 {
@@ -243,8 +274,14 @@ impl Config {
         }
         for (name, v) in [
             ("limits.idle_timeout_secs", l.idle_timeout_secs),
-            ("limits.data_accept_timeout_secs", l.data_accept_timeout_secs),
-            ("limits.transfer_stall_timeout_secs", l.transfer_stall_timeout_secs),
+            (
+                "limits.data_accept_timeout_secs",
+                l.data_accept_timeout_secs,
+            ),
+            (
+                "limits.transfer_stall_timeout_secs",
+                l.transfer_stall_timeout_secs,
+            ),
         ] {
             if v == 0 {
                 return bad(format!("{name} must be at least 1"));
@@ -288,7 +325,9 @@ impl Limits {
 
 /// Parses `A-B` (inclusive, A ≤ B, A ≥ 1024).
 pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let err = || format!("passive port range {s:?} must look like 30000-31999 (ports 1024-65535, low-high)");
+    let err = || {
+        format!("passive port range {s:?} must look like 30000-31999 (ports 1024-65535, low-high)")
+    };
     let (a, b) = s.split_once('-').ok_or_else(err)?;
     let a: u16 = a.trim().parse().map_err(|_| err())?;
     let b: u16 = b.trim().parse().map_err(|_| err())?;
@@ -302,17 +341,24 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
 fn parse_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }
 
 fn set_key(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<(), ConfigError> {
     let mut parts: Vec<&str> = key.split('.').collect();
-    let last = parts.pop().filter(|k| !k.is_empty()).ok_or_else(|| ConfigError::Setting(format!("empty key in {key:?}")))?;
+    let last = parts
+        .pop()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ConfigError::Setting(format!("empty key in {key:?}")))?;
     let mut cur = table;
     for part in parts {
-        let entry = cur.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = cur
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         cur = entry
             .as_table_mut()
             .ok_or_else(|| ConfigError::Setting(format!("{key}: {part} is not a section")))?;
@@ -332,7 +378,13 @@ mod tests {
 
     #[test]
     fn set_overrides_nested_keys_with_toml_values() {
-        let o = Overrides { set: vec!["limits.max_sessions_per_ip=7".into(), "limits.ban_exempt=[]".into()], ..Default::default() };
+        let o = Overrides {
+            set: vec![
+                "limits.max_sessions_per_ip=7".into(),
+                "limits.ban_exempt=[]".into(),
+            ],
+            ..Default::default()
+        };
         let c = Config::load(None, &o).unwrap();
         assert_eq!(c.limits.max_sessions_per_ip, 7);
         assert!(c.limits.ban_exempt.is_empty());
@@ -340,7 +392,10 @@ mod tests {
 
     #[test]
     fn unknown_set_key_is_an_error() {
-        let o = Overrides { set: vec!["limits.nope=1".into()], ..Default::default() };
+        let o = Overrides {
+            set: vec!["limits.nope=1".into()],
+            ..Default::default()
+        };
         let err = Config::load(None, &o).unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
     }
@@ -350,13 +405,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ferry.toml");
         std::fs::write(&path, "[ftp]\nbanner = \"hi\"\nbogus = 1\n").unwrap();
-        let err = Config::load(Some(&path), &Overrides::default()).unwrap_err().to_string();
+        let err = Config::load(Some(&path), &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 3"), "{err}");
     }
 
     #[test]
     fn bad_passive_range_is_rejected() {
-        let o = Overrides { passive_ports: Some("2000-1000".into()), ..Default::default() };
+        let o = Overrides {
+            passive_ports: Some("2000-1000".into()),
+            ..Default::default()
+        };
         assert!(Config::load(None, &o).is_err());
     }
 }

@@ -24,7 +24,11 @@ impl PassivePorts {
     /// A range `lo..=hi`.
     pub fn new(lo: u16, hi: u16) -> PassivePorts {
         let span = u32::from(hi - lo) + 1;
-        PassivePorts { lo, hi, next: AtomicU32::new(rand::random::<u32>() % span) }
+        PassivePorts {
+            lo,
+            hi,
+            next: AtomicU32::new(rand::random::<u32>() % span),
+        }
     }
 
     /// Binds a listener on `ip` at the next free port of the range.
@@ -35,7 +39,11 @@ impl PassivePorts {
         for _ in 0..tries {
             let n = self.next.fetch_add(1, Ordering::Relaxed) % span;
             let port = self.lo + n as u16;
-            let socket = if ip.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            let socket = if ip.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
             socket.set_reuseaddr(true)?;
             match socket.bind(SocketAddr::new(ip, port)) {
                 Ok(()) => return socket.listen(8),
@@ -91,7 +99,10 @@ impl DataPlan {
             };
             match tokio::time::timeout(timeout, accept).await {
                 Ok(result) => result,
-                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no data connection in time")),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no data connection in time",
+                )),
             }
         }))
     }
@@ -108,18 +119,34 @@ impl DataPlan {
 
     /// Opens the data connection. `local_ip` is the control connection's local address, used as
     /// the source of active connections.
-    pub async fn connect(mut self, local_ip: IpAddr, timeout: Duration) -> Result<TcpStream, CommandError> {
+    pub async fn connect(
+        mut self,
+        local_ip: IpAddr,
+        timeout: Duration,
+    ) -> Result<TcpStream, CommandError> {
         let stream = match &mut self {
-            DataPlan::None => return Err(CommandError::BadSequence("use PASV, EPSV, PORT or EPRT first")),
+            DataPlan::None => {
+                return Err(CommandError::BadSequence(
+                    "use PASV, EPSV, PORT or EPRT first",
+                ))
+            }
             DataPlan::Passive(handle) => match handle.await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => return Err(CommandError::DataConnection(e.to_string())),
-                Err(_) => return Err(CommandError::DataConnection("passive listener stopped".into())),
+                Err(_) => {
+                    return Err(CommandError::DataConnection(
+                        "passive listener stopped".into(),
+                    ))
+                }
             },
             DataPlan::Active(addr) => {
                 let addr = *addr;
-                let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
-                    .map_err(|e| CommandError::DataConnection(e.to_string()))?;
+                let socket = if addr.is_ipv4() {
+                    TcpSocket::new_v4()
+                } else {
+                    TcpSocket::new_v6()
+                }
+                .map_err(|e| CommandError::DataConnection(e.to_string()))?;
                 if local_ip.is_ipv4() == addr.is_ipv4() {
                     socket
                         .bind(SocketAddr::new(local_ip, 0))
@@ -145,7 +172,9 @@ pub fn check_active_target(target: SocketAddr, control_peer: IpAddr) -> Result<(
         ));
     }
     if target.port() < 1024 {
-        return Err(CommandError::NotSupported("data port must be 1024 or higher".into()));
+        return Err(CommandError::NotSupported(
+            "data port must be 1024 or higher".into(),
+        ));
     }
     Ok(())
 }
@@ -169,8 +198,15 @@ mod tests {
         let ports = PassivePorts::new(20000, 20999);
         let listener = ports.bind("127.0.0.1".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
-        let plan = DataPlan::passive(listener, "127.0.0.1".parse().unwrap(), Duration::from_millis(50));
-        let err = plan.connect("127.0.0.1".parse().unwrap(), Duration::from_secs(1)).await.unwrap_err();
+        let plan = DataPlan::passive(
+            listener,
+            "127.0.0.1".parse().unwrap(),
+            Duration::from_millis(50),
+        );
+        let err = plan
+            .connect("127.0.0.1".parse().unwrap(), Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert!(matches!(err, CommandError::DataConnection(_)));
         assert!(TcpStream::connect(addr).await.is_err(), "port still open");
     }

@@ -55,13 +55,20 @@ impl Digester {
 }
 
 /// Hashes bytes `start..end` (end exclusive) of `file`; blocking.
-pub fn hash_range(file: &mut std::fs::File, algo: HashAlgo, start: u64, end: u64) -> io::Result<String> {
+pub fn hash_range(
+    file: &mut std::fs::File,
+    algo: HashAlgo,
+    start: u64,
+    end: u64,
+) -> io::Result<String> {
     let mut digest = Digester::new(algo);
     file.seek(SeekFrom::Start(start))?;
     let mut remaining = end.saturating_sub(start);
     let mut buf = vec![0u8; 256 * 1024];
     while remaining > 0 {
-        let want = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
         let n = file.read(&mut buf[..want])?;
         if n == 0 {
             break;
@@ -80,7 +87,10 @@ mod tests {
     #[test]
     fn known_vectors_of_every_algorithm() {
         let cases = [
-            (HashAlgo::Sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+            (
+                HashAlgo::Sha256,
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            ),
             (HashAlgo::Sha1, "a9993e364706816aba3e25717850c26c9cd0d89d"),
             (HashAlgo::Md5, "900150983cd24fb0d6963f7d28e17f72"),
             (HashAlgo::Crc32, "352441c2"),

@@ -73,7 +73,9 @@ impl CommandError {
             K::IsADirectory => CommandError::NotAFile,
             K::DirectoryNotEmpty => CommandError::NotEmpty,
             K::InvalidFilename => CommandError::BadPath(PathError::NameTooLong),
-            K::StorageFull | K::QuotaExceeded => CommandError::Quota("no space left on the server's disk".into()),
+            K::StorageFull | K::QuotaExceeded => {
+                CommandError::Quota("no space left on the server's disk".into())
+            }
             _ => {
                 // cap-std reports an attempt to leave the home (symlink, "..") as PermissionDenied or
                 // as "a path led outside of the filesystem" (Other): to the client it is not there.
@@ -133,8 +135,11 @@ impl From<AccountError> for CommandError {
 pub fn parse_error_reply(err: &ParseError) -> Reply {
     match err {
         ParseError::Empty | ParseError::Unknown(_) => Reply::new(500, format!("{err}, see HELP")),
-        ParseError::MissingArg(_) | ParseError::BadArg { .. } | ParseError::NotUtf8 => Reply::new(501, err.to_string()),
+        ParseError::MissingArg(_) | ParseError::BadArg { .. } | ParseError::NotUtf8 => {
+            Reply::new(501, err.to_string())
+        }
         ParseError::BadParam(_) => Reply::new(504, err.to_string()),
+        ParseError::NetProto => Reply::new(522, "Network protocol not supported, use (1,2)"),
     }
 }
 
@@ -151,14 +156,17 @@ mod tests {
 
     #[test]
     fn escape_attempts_look_like_missing_files() {
-        let e = io::Error::new(io::ErrorKind::Other, "a path led outside of the filesystem");
+        let e = io::Error::other("a path led outside of the filesystem");
         assert_eq!(CommandError::from_io(e).reply("x").code, 550);
     }
 
     #[test]
     fn quota_maps_to_552_and_unknown_verbs_to_500() {
         assert_eq!(CommandError::Quota("full".into()).reply("f").code, 552);
-        assert_eq!(parse_error_reply(&ParseError::Unknown("XYZ".into())).code, 500);
+        assert_eq!(
+            parse_error_reply(&ParseError::Unknown("XYZ".into())).code,
+            500
+        );
         assert_eq!(parse_error_reply(&ParseError::MissingArg("RETR")).code, 501);
     }
 }

@@ -46,7 +46,9 @@ pub struct Events {
 
 impl Default for Events {
     fn default() -> Self {
-        Events { tx: broadcast::channel(1024).0 }
+        Events {
+            tx: broadcast::channel(1024).0,
+        }
     }
 }
 

@@ -129,7 +129,12 @@ impl Slots {
     }
 
     /// Takes a connection slot if the global and per-IP limits allow.
-    pub fn connect(&self, ip: IpAddr, max_total: usize, max_per_ip: usize) -> Result<ConnSlot, SlotRefusal> {
+    pub fn connect(
+        &self,
+        ip: IpAddr,
+        max_total: usize,
+        max_per_ip: usize,
+    ) -> Result<ConnSlot, SlotRefusal> {
         let mut c = self.lock();
         if c.total >= max_total {
             return Err(SlotRefusal::Total(max_total));
@@ -140,7 +145,10 @@ impl Slots {
         }
         *n += 1;
         c.total += 1;
-        Ok(ConnSlot { slots: self.clone(), ip })
+        Ok(ConnSlot {
+            slots: self.clone(),
+            ip,
+        })
     }
 
     /// Takes a per-user slot.
@@ -151,7 +159,10 @@ impl Slots {
             return Err(SlotRefusal::PerUser(max));
         }
         *n += 1;
-        Ok(UserSlot { slots: self.clone(), user: user.to_string() })
+        Ok(UserSlot {
+            slots: self.clone(),
+            user: user.to_string(),
+        })
     }
 
     /// Sessions open now.
@@ -161,7 +172,12 @@ impl Slots {
 
     /// Logged-in sessions per user, for `SITE WHO`-style reports.
     pub fn users(&self) -> Vec<(String, usize)> {
-        let mut v: Vec<_> = self.lock().per_user.iter().map(|(u, n)| (u.clone(), *n)).collect();
+        let mut v: Vec<_> = self
+            .lock()
+            .per_user
+            .iter()
+            .map(|(u, n)| (u.clone(), *n))
+            .collect();
         v.sort();
         v
     }
@@ -202,7 +218,11 @@ pub struct Server {
 const BACKLOG: u32 = 4096;
 
 fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(BACKLOG)
@@ -214,7 +234,10 @@ impl Server {
         accounts.reset_reservations().await?;
         let mut listeners = Vec::new();
         for addr in &config.ftp.listen {
-            let l = bind_listener(*addr).map_err(|source| ServerError::Bind { addr: *addr, source })?;
+            let l = bind_listener(*addr).map_err(|source| ServerError::Bind {
+                addr: *addr,
+                source,
+            })?;
             listeners.push(l);
         }
         let xferlog = if config.log.xferlog {
@@ -247,7 +270,10 @@ impl Server {
 
     /// The addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// The shared state (for the event hook and tests).
@@ -264,10 +290,17 @@ impl Server {
         }
         signal.await;
         let grace = Duration::from_secs(shared.config.limits.shutdown_grace_secs);
-        tracing::info!(sessions = shared.slots.total(), grace_secs = grace.as_secs(), "shutting down");
+        tracing::info!(
+            sessions = shared.slots.total(),
+            grace_secs = grace.as_secs(),
+            "shutting down"
+        );
         shared.shutdown.soft.cancel();
         shared.tracker.close();
-        if tokio::time::timeout(grace, shared.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, shared.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("grace period over, aborting running transfers");
             shared.shutdown.hard.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), shared.tracker.wait()).await;
@@ -302,9 +335,15 @@ fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     let ip = canonical(peer.ip());
     let limits = &shared.config.limits;
     let msg = if let Some(left) = shared.guard.is_banned(ip) {
-        format!("421 Too many failed logins from your address, try again in {} s\r\n", left.as_secs().max(1))
+        format!(
+            "421 Too many failed logins from your address, try again in {} s\r\n",
+            left.as_secs().max(1)
+        )
     } else {
-        match shared.slots.connect(ip, limits.max_sessions, limits.max_sessions_per_ip) {
+        match shared
+            .slots
+            .connect(ip, limits.max_sessions, limits.max_sessions_per_ip)
+        {
             Ok(slot) => {
                 let shared2 = shared.clone();
                 shared.tracker.spawn(async move {
@@ -312,7 +351,9 @@ fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
                 });
                 return;
             }
-            Err(SlotRefusal::PerIp(n)) => format!("421 Too many connections from your address (limit {n})\r\n"),
+            Err(SlotRefusal::PerIp(n)) => {
+                format!("421 Too many connections from your address (limit {n})\r\n")
+            }
             Err(_) => "421 Too many users connected, try again later\r\n".to_string(),
         }
     };
@@ -320,7 +361,8 @@ fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
         tracing::info!(peer = %peer, reason = msg.trim_end(), "connection refused");
         shared.tracker.spawn(async move {
             let mut stream = stream;
-            let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(msg.as_bytes())).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(msg.as_bytes()))
+                .await;
         });
     }
 }

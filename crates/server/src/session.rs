@@ -45,7 +45,11 @@ pub struct LoggedIn {
 impl LoggedIn {
     /// Bundles a login.
     pub fn new(user: User, home: Home, slot: UserSlot) -> LoggedIn {
-        LoggedIn { user, home, _slot: slot }
+        LoggedIn {
+            user,
+            home,
+            _slot: slot,
+        }
     }
 }
 
@@ -81,7 +85,13 @@ pub struct Facts {
 
 impl Default for Facts {
     fn default() -> Self {
-        Facts { kind: true, size: true, modify: true, perm: true, unique: true }
+        Facts {
+            kind: true,
+            size: true,
+            modify: true,
+            perm: true,
+            unique: true,
+        }
     }
 }
 
@@ -153,7 +163,13 @@ pub enum Line {
 
 impl Conn {
     fn new(stream: Stream, max_line: usize) -> Conn {
-        Conn { stream, rbuf: BytesMut::new(), wbuf: Vec::new(), max_line, discarding: false }
+        Conn {
+            stream,
+            rbuf: BytesMut::new(),
+            wbuf: Vec::new(),
+            max_line,
+            discarding: false,
+        }
     }
 
     /// Whether unread bytes are buffered (pipelined commands).
@@ -270,7 +286,9 @@ impl Session {
     pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, slot: ConnSlot) {
         let id = shared.next_session_id();
         let span = tracing::info_span!("session", id, peer = %peer, user = tracing::field::Empty);
-        let Ok(local) = stream.local_addr() else { return };
+        let Ok(local) = stream.local_addr() else {
+            return;
+        };
         let _ = stream.set_nodelay(true);
         let max_line = shared.config.limits.max_line_len;
         let mut session = Session {
@@ -319,7 +337,9 @@ impl Session {
                 }
             }
             if closing && self.transfer.is_none() {
-                self.conn.send(&Reply::new(421, "Server shutting down, goodbye")).await?;
+                self.conn
+                    .send(&Reply::new(421, "Server shutting down, goodbye"))
+                    .await?;
                 return Ok(());
             }
             let event = {
@@ -344,7 +364,9 @@ impl Session {
                         self.transfer = None;
                         self.conn.send(&reply).await?;
                     }
-                    self.conn.send(&Reply::new(421, "Server shutting down, goodbye")).await?;
+                    self.conn
+                        .send(&Reply::new(421, "Server shutting down, goodbye"))
+                        .await?;
                     return Ok(());
                 }
                 Event::SoftShutdown => closing = true,
@@ -352,13 +374,17 @@ impl Session {
                     self.transfer = None;
                     self.conn.send(&reply).await?;
                     if std::mem::take(&mut self.abort_requested) {
-                        self.conn.send(&Reply::new(226, "ABOR command successful")).await?;
+                        self.conn
+                            .send(&Reply::new(226, "ABOR command successful"))
+                            .await?;
                     }
                     deadline = tokio::time::Instant::now() + idle;
                 }
                 Event::Idle => {
                     tracing::info!("idle timeout");
-                    self.conn.send(&Reply::new(421, "Idle timeout, closing control connection")).await?;
+                    self.conn
+                        .send(&Reply::new(421, "Idle timeout, closing control connection"))
+                        .await?;
                     return Ok(());
                 }
                 Event::Line(line) => {
@@ -367,7 +393,12 @@ impl Session {
                         Line::Eof => return Ok(()),
                         Line::TooLong => {
                             let max = self.shared.config.limits.max_line_len;
-                            self.conn.send(&Reply::new(500, format!("Command line too long (limit {max} bytes)"))).await?;
+                            self.conn
+                                .send(&Reply::new(
+                                    500,
+                                    format!("Command line too long (limit {max} bytes)"),
+                                ))
+                                .await?;
                         }
                         Line::Complete(line) if self.transfer.is_some() => {
                             if self.handle_during_transfer(line, &mut queue).await? == Flow::Close {
@@ -386,7 +417,11 @@ impl Session {
     }
 
     /// Commands that are answered while a transfer runs; the rest wait in `queue`.
-    async fn handle_during_transfer(&mut self, line: Vec<u8>, queue: &mut VecDeque<Vec<u8>>) -> std::io::Result<Flow> {
+    async fn handle_during_transfer(
+        &mut self,
+        line: Vec<u8>,
+        queue: &mut VecDeque<Vec<u8>>,
+    ) -> std::io::Result<Flow> {
         match parse(&line) {
             Ok(Command::Abor) => {
                 if let Some(t) = &self.transfer {
@@ -398,7 +433,11 @@ impl Session {
                 let reply = commands::info::transfer_status(self);
                 self.conn.send(&reply).await?;
             }
-            Ok(Command::Noop) => self.conn.send(&Reply::new(200, "NOOP ok, transfer in progress")).await?,
+            Ok(Command::Noop) => {
+                self.conn
+                    .send(&Reply::new(200, "NOOP ok, transfer in progress"))
+                    .await?
+            }
             Ok(Command::Quit) => {
                 // RFC 959: QUIT during a transfer closes after the transfer's reply.
                 let reply = join_transfer(&mut self.transfer).await;
@@ -408,7 +447,9 @@ impl Session {
                 return Ok(Flow::Close);
             }
             _ if queue.len() >= MAX_QUEUED => {
-                self.conn.send(&Reply::new(450, "Transfer in progress, command not queued")).await?;
+                self.conn
+                    .send(&Reply::new(450, "Transfer in progress, command not queued"))
+                    .await?;
             }
             _ => queue.push_back(line),
         }

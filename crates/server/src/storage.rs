@@ -76,7 +76,10 @@ impl Home {
     pub fn open(path: &Path) -> io::Result<Home> {
         std::fs::create_dir_all(path)?;
         let dir = Dir::open_ambient_dir(path, ambient_authority())?;
-        Ok(Home { dir: Arc::new(dir), path: Arc::new(path.to_path_buf()) })
+        Ok(Home {
+            dir: Arc::new(dir),
+            path: Arc::new(path.to_path_buf()),
+        })
     }
 
     /// Where the home is on disk (for logs and `ferry user list`).
@@ -101,7 +104,11 @@ impl Home {
     /// Lists a directory: reserved names are skipped, and so are entries that cannot be stat'ed
     /// through the jail (a symlink pointing outside, a dangling link).
     pub fn list(&self, p: &VirtualPath) -> io::Result<Vec<Entry>> {
-        let dir = if p.is_root() { self.dir.try_clone()? } else { self.dir.open_dir(rel(p))? };
+        let dir = if p.is_root() {
+            self.dir.try_clone()?
+        } else {
+            self.dir.open_dir(rel(p))?
+        };
         let mut out = Vec::new();
         for entry in dir.entries()? {
             let entry = entry?;
@@ -212,7 +219,10 @@ impl Home {
 
     /// Sets a file's modification time (MFMT).
     pub fn set_mtime(&self, p: &VirtualPath, when: SystemTime) -> io::Result<()> {
-        self.dir.set_mtime(rel(p), SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(when)))
+        self.dir.set_mtime(
+            rel(p),
+            SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(when)),
+        )
     }
 }
 

@@ -73,13 +73,18 @@ impl Failure {
     fn reply(&self, path: &str) -> Reply {
         match self {
             Failure::Aborted => Reply::new(426, "Connection closed; transfer aborted"),
-            Failure::Stalled => Reply::new(426, "Connection closed; transfer stalled and timed out"),
+            Failure::Stalled => {
+                Reply::new(426, "Connection closed; transfer stalled and timed out")
+            }
             Failure::Net(e) => Reply::new(426, format!("Connection closed; transfer aborted: {e}")),
             Failure::Disk(e) => {
                 tracing::warn!(error = %e, path, "disk error during transfer");
                 CommandError::from_io(io::Error::new(e.kind(), e.to_string())).reply(path)
             }
-            Failure::Quota(free) => Reply::new(552, format!("{path}: quota exceeded, upload stopped ({free} bytes were free)")),
+            Failure::Quota(free) => Reply::new(
+                552,
+                format!("{path}: quota exceeded, upload stopped ({free} bytes were free)"),
+            ),
             Failure::Data(e) => e.reply(""),
         }
     }
@@ -95,7 +100,10 @@ impl Ctx {
     }
 
     /// Runs `fut` unless aborted or stalled.
-    async fn guard<T>(&self, fut: impl std::future::Future<Output = io::Result<T>>) -> Result<T, Failure> {
+    async fn guard<T>(
+        &self,
+        fut: impl std::future::Future<Output = io::Result<T>>,
+    ) -> Result<T, Failure> {
         let stall = self.shared.config.limits.stall_timeout();
         tokio::select! {
             _ = self.abort.cancelled() => Err(Failure::Aborted),
@@ -118,7 +126,14 @@ impl Ctx {
             user: self.user.clone(),
             complete,
         });
-        tracing::info!(path, bytes, ms = started.elapsed().as_millis() as u64, incoming, complete, "transfer");
+        tracing::info!(
+            path,
+            bytes,
+            ms = started.elapsed().as_millis() as u64,
+            incoming,
+            complete,
+            "transfer"
+        );
     }
 }
 
@@ -142,17 +157,26 @@ pub async fn send_listing(ctx: Ctx, plan: DataPlan, bytes: Vec<u8>) -> Reply {
 }
 
 /// Sends `file` from `offset` to its end.
-pub async fn download(ctx: Ctx, plan: DataPlan, file: std::fs::File, offset: u64, path: String) -> Reply {
+pub async fn download(
+    ctx: Ctx,
+    plan: DataPlan,
+    file: std::fs::File,
+    offset: u64,
+    path: String,
+) -> Reply {
     let started = Instant::now();
     let result: Result<u64, Failure> = async {
         let stream = ctx.connect(plan).await?;
         let end = file.metadata().map_err(Failure::Disk)?.len();
         let mut pos = offset;
         while pos < end {
-            let count = usize::try_from(end - pos).unwrap_or(usize::MAX).min(SENDFILE_CHUNK);
+            let count = usize::try_from(end - pos)
+                .unwrap_or(usize::MAX)
+                .min(SENDFILE_CHUNK);
             let sent = ctx
                 .guard(stream.async_io(Interest::WRITABLE, || {
-                    rustix::fs::sendfile(&stream, &file, Some(&mut pos), count).map_err(io::Error::from)
+                    rustix::fs::sendfile(&stream, &file, Some(&mut pos), count)
+                        .map_err(io::Error::from)
                 }))
                 .await?;
             if sent == 0 {
@@ -231,18 +255,37 @@ impl Reservation {
             return Ok(());
         }
         let db = |e| Failure::Disk(io::Error::other(format!("quota ledger: {e}")));
-        let chunk = (need - self.held).max(self.held).clamp(MIN_RESERVE, MAX_RESERVE).max(need - self.held);
-        if shared.accounts.reserve(self.user_id, chunk, 0).await.map_err(db)? {
+        let chunk = (need - self.held)
+            .max(self.held)
+            .clamp(MIN_RESERVE, MAX_RESERVE)
+            .max(need - self.held);
+        if shared
+            .accounts
+            .reserve(self.user_id, chunk, 0)
+            .await
+            .map_err(db)?
+        {
             self.held += chunk;
             return Ok(());
         }
         let exact = need - self.held;
-        if shared.accounts.reserve(self.user_id, exact, self.held).await.map_err(db)? {
+        if shared
+            .accounts
+            .reserve(self.user_id, exact, self.held)
+            .await
+            .map_err(db)?
+        {
             self.held += exact;
             return Ok(());
         }
         self.held = 0;
-        let free = shared.accounts.usage(self.user_id).await.ok().and_then(|u| u.free_bytes()).unwrap_or(0);
+        let free = shared
+            .accounts
+            .usage(self.user_id)
+            .await
+            .ok()
+            .and_then(|u| u.free_bytes())
+            .unwrap_or(0);
         Err(Failure::Quota(free))
     }
 }
@@ -251,25 +294,38 @@ impl Reservation {
 pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Reply {
     let started = Instant::now();
     let path = up.path.as_str().to_string();
-    let mut reservation = Reservation { user_id: up.user_id, held: 0 };
-    let Upload { home, file, kind, offset, old_size, quota, hash, .. } = up;
+    let mut reservation = Reservation {
+        user_id: up.user_id,
+        held: 0,
+    };
+    let Upload {
+        home,
+        file,
+        kind,
+        offset,
+        old_size,
+        quota,
+        hash,
+        ..
+    } = up;
 
     // The writer thread: writes filled buffers in order, hashes them, hands them back.
     let (full_tx, mut full_rx) = mpsc::channel::<Vec<u8>>(UPLOAD_BUFFERS);
     let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(UPLOAD_BUFFERS);
-    let writer = tokio::task::spawn_blocking(move || -> io::Result<(std::fs::File, Option<String>)> {
-        let mut file = file;
-        let mut digest = hash.then(|| Digester::new(HashAlgo::Sha256));
-        while let Some(mut buf) = full_rx.blocking_recv() {
-            file.write_all(&buf)?;
-            if let Some(d) = digest.as_mut() {
-                d.update(&buf);
+    let writer =
+        tokio::task::spawn_blocking(move || -> io::Result<(std::fs::File, Option<String>)> {
+            let mut file = file;
+            let mut digest = hash.then(|| Digester::new(HashAlgo::Sha256));
+            while let Some(mut buf) = full_rx.blocking_recv() {
+                file.write_all(&buf)?;
+                if let Some(d) = digest.as_mut() {
+                    d.update(&buf);
+                }
+                buf.clear();
+                let _ = empty_tx.try_send(buf);
             }
-            buf.clear();
-            let _ = empty_tx.try_send(buf);
-        }
-        Ok((file, digest.map(Digester::finish_hex)))
-    });
+            Ok((file, digest.map(Digester::finish_hex)))
+        });
 
     let received = async {
         let mut stream = ctx.connect(plan).await?;
@@ -314,7 +370,9 @@ pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Reply {
     }
     .await;
     drop(full_tx);
-    let written_result = writer.await.unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+    let written_result = writer
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
 
     let outcome: Result<(u64, Option<String>), Failure> = match (received, written_result) {
         (Err(f), _) => Err(f),
@@ -332,8 +390,22 @@ pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Reply {
         }
         other => other,
     };
-    finish_upload(&ctx, home, kind, up.path, offset, old_size, reservation, outcome, started, up.announce, up.new_file_charged, up.stou_name).await
-        .unwrap_or_else(|e| e.reply(&path))
+    finish_upload(
+        &ctx,
+        home,
+        kind,
+        up.path,
+        offset,
+        old_size,
+        reservation,
+        outcome,
+        started,
+        up.announce,
+        up.new_file_charged,
+        up.stou_name,
+    )
+    .await
+    .unwrap_or_else(|e| e.reply(&path))
 }
 
 #[allow(clippy::too_many_arguments)] // reason: the upload's parts, consumed once at its end
@@ -364,7 +436,9 @@ async fn finish_upload(
             let final_meta = crate::storage::blocking(move || {
                 let before = h.try_stat(&p)?.filter(|m| m.is_file()).map(|m| m.len());
                 match &kind {
-                    UploadKind::New { temp } | UploadKind::Replace { temp } => h.commit_temp(temp, &p)?,
+                    UploadKind::New { temp } | UploadKind::Replace { temp } => {
+                        h.commit_temp(temp, &p)?
+                    }
                     UploadKind::InPlace => {}
                 }
                 Ok((before, h.stat(&p)?))
@@ -377,22 +451,39 @@ async fn finish_upload(
                 (size as i64 - old_size as i64, 0)
             } else {
                 let replaced = before.unwrap_or(0);
-                (size as i64 - replaced as i64, if new_file_charged && before.is_some() { -1 } else { 0 })
+                (
+                    size as i64 - replaced as i64,
+                    if new_file_charged && before.is_some() {
+                        -1
+                    } else {
+                        0
+                    },
+                )
             };
-            accounts.settle(user_id, held, delta_bytes, delta_files).await?;
+            accounts
+                .settle(user_id, held, delta_bytes, delta_files)
+                .await?;
             accounts.forget_digests(user_id, &vpath).await?;
             if let (Some(hex), 0) = (digest, offset) {
                 let mtime = mtime_ns(&meta);
-                accounts.put_digest(user_id, &vpath, size, mtime, HashAlgo::Sha256.name(), &hex).await?;
+                accounts
+                    .put_digest(user_id, &vpath, size, mtime, HashAlgo::Sha256.name(), &hex)
+                    .await?;
             }
             ctx.log(&vpath, bytes, started, true, true);
             shared.events.publish(FileEvent {
                 user: ctx.user.clone(),
                 announce,
-                kind: FileEventKind::Uploaded { path: vpath.clone(), size },
+                kind: FileEventKind::Uploaded {
+                    path: vpath.clone(),
+                    size,
+                },
             });
             Ok(match stou_name {
-                Some(name) => Reply::new(226, format!("Transfer complete, stored as {name} ({bytes} bytes)")),
+                Some(name) => Reply::new(
+                    226,
+                    format!("Transfer complete, stored as {name} ({bytes} bytes)"),
+                ),
                 None => Reply::new(226, format!("Transfer complete ({bytes} bytes)")),
             })
         }
@@ -407,7 +498,9 @@ async fn finish_upload(
                         None
                     }
                     UploadKind::New { temp } => {
-                        let size = std::fs::metadata(h.path().join(temp)).map(|m| m.len()).unwrap_or(0);
+                        let size = std::fs::metadata(h.path().join(temp))
+                            .map(|m| m.len())
+                            .unwrap_or(0);
                         if h.commit_temp_if_absent(temp, &p)? {
                             Some(size)
                         } else {
@@ -426,7 +519,11 @@ async fn finish_upload(
             match (&kept, new_file_charged) {
                 (Some(size), true) => accounts.settle(user_id, held, *size as i64, 0).await?,
                 (None, true) => accounts.settle(user_id, held, 0, -1).await?,
-                (Some(size), false) => accounts.settle(user_id, held, *size as i64 - old_size as i64, 0).await?,
+                (Some(size), false) => {
+                    accounts
+                        .settle(user_id, held, *size as i64 - old_size as i64, 0)
+                        .await?
+                }
                 (None, false) => accounts.release(user_id, held).await?,
             }
             if kept.is_some() {

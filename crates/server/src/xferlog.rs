@@ -38,7 +38,11 @@ impl XferRecord {
         );
         let when = now.format(&fmt).unwrap_or_default();
         // xferlog fields are space-separated: spaces in names become underscores, as vsftpd does.
-        let path: String = self.path.chars().map(|c| if c.is_whitespace() { '_' } else { c }).collect();
+        let path: String = self
+            .path
+            .chars()
+            .map(|c| if c.is_whitespace() { '_' } else { c })
+            .collect();
         format!(
             "{when} {} {} {} {path} {} _ {} r {} ftp 0 * {}",
             self.elapsed.as_secs().max(1),
@@ -69,16 +73,21 @@ impl XferLog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
         let (tx, mut rx) = mpsc::channel::<XferRecord>(4096);
-        std::thread::Builder::new().name("xferlog".into()).spawn(move || {
-            while let Some(rec) = rx.blocking_recv() {
-                let now = OffsetDateTime::now_utc();
-                if let Err(e) = writeln!(file, "{}", rec.line(now)) {
-                    tracing::warn!(error = %e, "cannot write xferlog");
+        std::thread::Builder::new()
+            .name("xferlog".into())
+            .spawn(move || {
+                while let Some(rec) = rx.blocking_recv() {
+                    let now = OffsetDateTime::now_utc();
+                    if let Err(e) = writeln!(file, "{}", rec.line(now)) {
+                        tracing::warn!(error = %e, "cannot write xferlog");
+                    }
                 }
-            }
-        })?;
+            })?;
         Ok(XferLog { tx: Some(tx) })
     }
 
@@ -110,7 +119,10 @@ mod tests {
         };
         let now = OffsetDateTime::from_unix_timestamp(0).unwrap();
         let line = rec.line(now);
-        assert_eq!(line, "Thu Jan  1 00:00:00 1970 1 127.0.0.1 42 /a_b.txt b _ i r alice ftp 0 * c");
+        assert_eq!(
+            line,
+            "Thu Jan  1 00:00:00 1970 1 127.0.0.1 42 /a_b.txt b _ i r alice ftp 0 * c"
+        );
         assert_eq!(line.split_whitespace().count(), 18);
     }
 }

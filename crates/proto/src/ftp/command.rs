@@ -324,6 +324,9 @@ pub enum ParseError {
     /// The line is not valid UTF-8 (501).
     #[error("command line is not valid UTF-8")]
     NotUtf8,
+    /// EPSV/EPRT named a network protocol other than 1 (IPv4) or 2 (IPv6) (522, RFC 2428).
+    #[error("network protocol not supported, use (1,2)")]
+    NetProto,
 }
 
 /// Strips telnet IAC sequences (`IAC x` for a command byte x ≥ 240 is dropped, `IAC IAC` is a
@@ -385,7 +388,7 @@ fn truncate(s: &str) -> String {
 }
 
 fn required(verb: &'static str, arg: &str) -> Result<String, ParseError> {
-    if arg.is_empty() {
+    if arg.trim().is_empty() {
         Err(ParseError::MissingArg(verb))
     } else {
         Ok(arg.to_string())
@@ -463,10 +466,28 @@ fn parse_verb(verb: &str, arg: &str) -> Result<Command, ParseError> {
     }
 }
 
-fn xhash(algo: HashAlgo, verb: &'static str, arg: &str, md5_cmd: bool) -> Result<Command, ParseError> {
-    // Some clients append "start end" to X* commands; only the path is used.
-    let path = required(verb, arg)?;
-    Ok(Command::XHash { algo, path, md5_cmd })
+fn xhash(
+    algo: HashAlgo,
+    verb: &'static str,
+    arg: &str,
+    md5_cmd: bool,
+) -> Result<Command, ParseError> {
+    // Some clients append "start end" to X* commands; only the path is used, so two trailing
+    // numbers are dropped (a name that really ends in two numbers must be quoted by RANG+HASH).
+    let mut path = required(verb, arg)?;
+    let words: Vec<&str> = path.rsplitn(3, ' ').collect();
+    if words.len() == 3
+        && words[..2]
+            .iter()
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()))
+    {
+        path = words[2].trim_end_matches([' ', ',']).to_string();
+    }
+    Ok(Command::XHash {
+        algo,
+        path,
+        md5_cmd,
+    })
 }
 
 fn parse_opts(arg: &str) -> Result<Opts, ParseError> {
@@ -482,7 +503,10 @@ fn parse_opts(arg: &str) -> Result<Opts, ParseError> {
         "UTF8" | "UTF-8" => match value.to_ascii_uppercase().as_str() {
             "ON" | "" => Ok(Opts::Utf8(true)),
             "OFF" => Ok(Opts::Utf8(false)),
-            _ => Err(ParseError::BadArg { verb: "OPTS UTF8", why: "expected ON or OFF" }),
+            _ => Err(ParseError::BadArg {
+                verb: "OPTS UTF8",
+                why: "expected ON or OFF",
+            }),
         },
         "MLST" => Ok(Opts::Mlst(
             value
@@ -501,7 +525,11 @@ fn parse_site(arg: &str) -> Result<Site, ParseError> {
     if arg.is_empty() {
         return Err(ParseError::MissingArg("SITE"));
     }
-    let sub = arg.split(' ').next().unwrap_or_default().to_ascii_uppercase();
+    let sub = arg
+        .split(' ')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
     Ok(match sub.as_str() {
         "QUOTA" => Site::Quota,
         "HELP" => Site::Help,
@@ -522,19 +550,28 @@ fn parse_list_args(arg: &str) -> ListArgs {
         flags.push_str(w);
         rest = r.trim_start();
     }
-    ListArgs { flags, path: optional(rest) }
+    ListArgs {
+        flags,
+        path: optional(rest),
+    }
 }
 
 fn parse_type(arg: &str) -> Result<TransferType, ParseError> {
     let mut words = arg.split_whitespace();
     let first = words.next().ok_or(ParseError::MissingArg("TYPE"))?;
     let second = words.next();
-    match (first.to_ascii_uppercase().as_str(), second.map(str::to_ascii_uppercase).as_deref()) {
+    match (
+        first.to_ascii_uppercase().as_str(),
+        second.map(str::to_ascii_uppercase).as_deref(),
+    ) {
         ("A", None | Some("N")) => Ok(TransferType::Ascii),
         ("I", None) => Ok(TransferType::Image),
         ("L", Some("8")) => Ok(TransferType::Image),
         ("A" | "E", Some("T" | "C")) | ("E", _) | ("L", _) => Err(ParseError::BadParam("TYPE")),
-        _ => Err(ParseError::BadArg { verb: "TYPE", why: "expected A, I or L 8" }),
+        _ => Err(ParseError::BadArg {
+            verb: "TYPE",
+            why: "expected A, I or L 8",
+        }),
     }
 }
 
@@ -545,7 +582,10 @@ fn parse_single_char(verb: &'static str, arg: &str, supported: char) -> Result<c
         (None, _) => Err(ParseError::MissingArg(verb)),
         (Some(c), None) if c.to_ascii_uppercase() == supported => Ok(supported),
         (Some(c), None) if c.is_ascii_alphabetic() => Err(ParseError::BadParam(verb)),
-        _ => Err(ParseError::BadArg { verb, why: "expected a single letter" }),
+        _ => Err(ParseError::BadArg {
+            verb,
+            why: "expected a single letter",
+        }),
     }
 }
 
@@ -555,9 +595,15 @@ fn parse_u64(verb: &'static str, arg: &str) -> Result<u64, ParseError> {
         return Err(ParseError::MissingArg(verb));
     }
     if !arg.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ParseError::BadArg { verb, why: "expected a non-negative number" });
+        return Err(ParseError::BadArg {
+            verb,
+            why: "expected a non-negative number",
+        });
     }
-    arg.parse().map_err(|_| ParseError::BadArg { verb, why: "number too large" })
+    arg.parse().map_err(|_| ParseError::BadArg {
+        verb,
+        why: "number too large",
+    })
 }
 
 fn parse_allo(arg: &str) -> Result<u64, ParseError> {
@@ -571,12 +617,21 @@ fn parse_epsv(arg: &str) -> Result<EpsvArg, ParseError> {
         "ALL" => Ok(EpsvArg::All),
         "1" => Ok(EpsvArg::Proto(1)),
         "2" => Ok(EpsvArg::Proto(2)),
-        _ => Err(ParseError::BadArg { verb: "EPSV", why: "expected 1, 2 or ALL" }),
+        p if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(ParseError::NetProto)
+        }
+        _ => Err(ParseError::BadArg {
+            verb: "EPSV",
+            why: "expected 1, 2 or ALL",
+        }),
     }
 }
 
 fn parse_port(arg: &str) -> Result<SocketAddrV4, ParseError> {
-    const BAD: ParseError = ParseError::BadArg { verb: "PORT", why: "expected h1,h2,h3,h4,p1,p2" };
+    const BAD: ParseError = ParseError::BadArg {
+        verb: "PORT",
+        why: "expected h1,h2,h3,h4,p1,p2",
+    };
     let arg = arg.trim();
     if arg.is_empty() {
         return Err(ParseError::MissingArg("PORT"));
@@ -599,7 +654,10 @@ fn parse_port(arg: &str) -> Result<SocketAddrV4, ParseError> {
 }
 
 fn parse_eprt(arg: &str) -> Result<SocketAddr, ParseError> {
-    const BAD: ParseError = ParseError::BadArg { verb: "EPRT", why: "expected |proto|address|port|" };
+    const BAD: ParseError = ParseError::BadArg {
+        verb: "EPRT",
+        why: "expected |proto|address|port|",
+    };
     let arg = arg.trim();
     if arg.is_empty() {
         return Err(ParseError::MissingArg("EPRT"));
@@ -613,11 +671,17 @@ fn parse_eprt(arg: &str) -> Result<SocketAddr, ParseError> {
     if fields.len() != 5 || !fields[0].is_empty() || !fields[4].is_empty() {
         return Err(BAD);
     }
+    if fields[3].is_empty() || !fields[3].bytes().all(|b| b.is_ascii_digit()) {
+        return Err(BAD);
+    }
     let port: u16 = fields[3].parse().map_err(|_| BAD)?;
     let ip: IpAddr = match fields[1] {
         "1" => IpAddr::V4(fields[2].parse().map_err(|_| BAD)?),
         "2" => IpAddr::V6(fields[2].parse().map_err(|_| BAD)?),
-        _ => return Err(ParseError::BadParam("EPRT")),
+        p if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            return Err(ParseError::NetProto)
+        }
+        _ => return Err(BAD),
     };
     Ok(SocketAddr::new(ip, port))
 }
@@ -627,7 +691,10 @@ fn parse_prot(arg: &str) -> Result<char, ParseError> {
     match arg.as_str() {
         "" => Err(ParseError::MissingArg("PROT")),
         "C" | "S" | "E" | "P" => Ok(arg.chars().next().unwrap_or('C')),
-        _ => Err(ParseError::BadArg { verb: "PROT", why: "expected C, S, E or P" }),
+        _ => Err(ParseError::BadArg {
+            verb: "PROT",
+            why: "expected C, S, E or P",
+        }),
     }
 }
 
@@ -636,14 +703,22 @@ fn parse_mfmt(arg: &str) -> Result<Command, ParseError> {
     let (time, path) = arg.split_once(' ').ok_or(if arg.is_empty() {
         ParseError::MissingArg("MFMT")
     } else {
-        ParseError::BadArg { verb: "MFMT", why: "expected YYYYMMDDHHMMSS and a path" }
+        ParseError::BadArg {
+            verb: "MFMT",
+            why: "expected YYYYMMDDHHMMSS and a path",
+        }
     })?;
-    let time = Timestamp::parse(time)
-        .ok_or(ParseError::BadArg { verb: "MFMT", why: "expected time as YYYYMMDDHHMMSS" })?;
+    let time = Timestamp::parse(time).ok_or(ParseError::BadArg {
+        verb: "MFMT",
+        why: "expected time as YYYYMMDDHHMMSS",
+    })?;
     if path.is_empty() {
         return Err(ParseError::MissingArg("MFMT"));
     }
-    Ok(Command::Mfmt { time, path: path.to_string() })
+    Ok(Command::Mfmt {
+        time,
+        path: path.to_string(),
+    })
 }
 
 fn parse_rang(arg: &str) -> Result<Command, ParseError> {
@@ -652,14 +727,20 @@ fn parse_rang(arg: &str) -> Result<Command, ParseError> {
         return Err(if arg.trim().is_empty() {
             ParseError::MissingArg("RANG")
         } else {
-            ParseError::BadArg { verb: "RANG", why: "expected start and end byte" }
+            ParseError::BadArg {
+                verb: "RANG",
+                why: "expected start and end byte",
+            }
         });
     };
     let start = parse_u64("RANG", a)?;
     let end = parse_u64("RANG", b)?;
     // "RANG 1 0" resets; otherwise the end must not precede the start.
     if end < start && !(start == 1 && end == 0) {
-        return Err(ParseError::BadArg { verb: "RANG", why: "end byte precedes start byte" });
+        return Err(ParseError::BadArg {
+            verb: "RANG",
+            why: "end byte precedes start byte",
+        });
     }
     Ok(Command::Rang(start, end))
 }

@@ -11,6 +11,7 @@ fn code(err: &ParseError) -> u16 {
         ParseError::Empty | ParseError::Unknown(_) => 500,
         ParseError::MissingArg(_) | ParseError::BadArg { .. } | ParseError::NotUtf8 => 501,
         ParseError::BadParam(_) => 504,
+        ParseError::NetProto => 522,
     }
 }
 
@@ -351,9 +352,11 @@ fn malformed_arguments_are_rejected() {
         ("EPRT |1|1.2.3.4||", 501),
         ("EPRT |1|256.1.1.1|5|", 501),
         ("EPRT 1111", 501),
-        ("EPRT |3|1.2.3.4|5|", 504),
+        ("EPRT |3|1.2.3.4|5|", 522),
+        ("EPSV 3", 522),
+        ("EPRT |1|1.2.3.4|+5|", 501),
         // EPSV.
-        ("EPSV 0", 501),
+        ("EPSV 0", 522),
         ("EPSV foo", 501),
         // REST and ALLO: a non-negative u64.
         ("REST -1", 501),

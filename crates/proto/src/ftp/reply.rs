@@ -21,12 +21,27 @@ pub struct Reply {
 impl Reply {
     /// A single-line reply.
     pub fn new(code: u16, text: impl Into<String>) -> Reply {
-        Reply { code, text: text.into(), lines: Vec::new(), last: None }
+        Reply {
+            code,
+            text: text.into(),
+            lines: Vec::new(),
+            last: None,
+        }
     }
 
     /// A multi-line reply with middle lines and a last line.
-    pub fn multi(code: u16, first: impl Into<String>, lines: Vec<String>, last: impl Into<String>) -> Reply {
-        Reply { code, text: first.into(), lines, last: Some(last.into()) }
+    pub fn multi(
+        code: u16,
+        first: impl Into<String>,
+        lines: Vec<String>,
+        last: impl Into<String>,
+    ) -> Reply {
+        Reply {
+            code,
+            text: first.into(),
+            lines,
+            last: Some(last.into()),
+        }
     }
 
     /// Whether this is a positive completion or preliminary reply (1xx–3xx).
@@ -74,7 +89,10 @@ mod tests {
     #[test]
     fn multi_line_reply_indents_middle_lines() {
         let r = Reply::multi(211, "Features:", vec!["SIZE".into(), "MDTM".into()], "End");
-        assert_eq!(r.to_bytes(), b"211-Features:\r\n SIZE\r\n MDTM\r\n211 End\r\n");
+        assert_eq!(
+            r.to_bytes(),
+            b"211-Features:\r\n SIZE\r\n MDTM\r\n211 End\r\n"
+        );
     }
 
     #[test]

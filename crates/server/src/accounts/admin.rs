@@ -48,7 +48,7 @@ pub async fn add(accounts: &Accounts, new: NewUser) -> Result<User, AccountError
         if let Err(e) = accounts.delete_user(&user.name).await {
             tracing::warn!(user = %user.name, error = %e, "could not undo account creation");
         }
-        return Err(AccountError::HomeDir { path: home, source });
+        return Err(AccountError::PathIo { path: home, source });
     }
     Ok(user)
 }
@@ -80,7 +80,7 @@ pub async fn delete(
         match tokio::fs::remove_dir_all(&home).await {
             Ok(()) => HomeFate::Removed,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => HomeFate::Missing,
-            Err(source) => return Err(AccountError::HomeDir { path: home, source }),
+            Err(source) => return Err(AccountError::PathIo { path: home, source }),
         }
     };
     Ok(DeleteOutcome {
@@ -115,7 +115,7 @@ pub async fn rescan(
         let (bytes, files) = tokio::task::spawn_blocking(move || scan_home(&scan_path))
             .await
             .map_err(|e| AccountError::Io(std::io::Error::other(e)))?
-            .map_err(|source| AccountError::HomeDir { path: home, source })?;
+            .map_err(|source| AccountError::PathIo { path: home, source })?;
         accounts.set_usage(user.id, bytes, files).await?;
         let usage = accounts.usage(user.id).await?;
         tracing::info!(user = %user.name, bytes, files, "rescanned home");
@@ -163,7 +163,7 @@ mod tests {
         nu.home = Some(blocker.join("home"));
         assert!(matches!(
             add(&acc, nu).await,
-            Err(AccountError::HomeDir { .. })
+            Err(AccountError::PathIo { .. })
         ));
         assert_eq!(acc.get_user("alice").await.unwrap(), None);
     }

@@ -73,7 +73,7 @@ const SCHEMA: &[&str] = &[
 pub(super) async fn open(data_dir: &Path) -> Result<SqlitePool, AccountError> {
     tokio::fs::create_dir_all(data_dir)
         .await
-        .map_err(|source| AccountError::HomeDir {
+        .map_err(|source| AccountError::PathIo {
             path: data_dir.to_owned(),
             source,
         })?;

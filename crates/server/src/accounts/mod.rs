@@ -29,7 +29,6 @@ pub const MAX_PASSWORD_LEN: usize = 1024;
 
 /// Errors of account administration, the quota ledger and the digest cache.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum AccountError {
     /// The database failed.
     #[error("database error: {0}")]
@@ -58,10 +57,10 @@ pub enum AccountError {
     /// Hashing a password failed.
     #[error("password hashing failed: {0}")]
     Hash(String),
-    /// Creating, scanning or removing a home directory failed.
-    #[error("home directory {path}: {source}")]
-    HomeDir {
-        /// The directory concerned.
+    /// Creating the data directory, or creating, scanning or removing a home, failed.
+    #[error("{path}: {source}")]
+    PathIo {
+        /// The file or directory concerned.
         path: PathBuf,
         /// What went wrong.
         source: std::io::Error,
@@ -368,7 +367,7 @@ impl Accounts {
     /// Opens (creating if needed) `data_dir` and `data_dir/ferry.db`, and creates the schema.
     /// Safe to call from several processes on the same directory.
     pub async fn open(data_dir: &Path) -> Result<Accounts, AccountError> {
-        let data_dir = std::path::absolute(data_dir).map_err(|source| AccountError::HomeDir {
+        let data_dir = std::path::absolute(data_dir).map_err(|source| AccountError::PathIo {
             path: data_dir.to_owned(),
             source,
         })?;
@@ -425,7 +424,7 @@ impl Accounts {
         validate_password(&new.password)?;
         let home = match &new.home {
             Some(home) => {
-                let abs = std::path::absolute(home).map_err(|source| AccountError::HomeDir {
+                let abs = std::path::absolute(home).map_err(|source| AccountError::PathIo {
                     path: home.clone(),
                     source,
                 })?;

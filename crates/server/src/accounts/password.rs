@@ -26,8 +26,9 @@ const CACHE_TTL: Duration = Duration::from_secs(60);
 /// Most remembered credentials; beyond it expired, then the oldest entries are dropped.
 const CACHE_CAPACITY: usize = 10_000;
 
-/// Hash of a password nobody knows, with the same parameters as real ones: an unknown user is
-/// verified against it so that a login costs the same whether the name exists or not.
+/// A well-formed argon2id hash, with the same parameters as real ones, that no known password
+/// matches: an unknown user is verified against it so that a login costs the same whether the
+/// name exists or not.
 const DUMMY_PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$\
                          Ld9Owg0aBaoAa02bRFC3ww$0sn5bGLSZRDPmKtrs7ki8ra5QdJzVNaE5rRgMWvnv6Y";
 

@@ -13,7 +13,9 @@ use crate::storage::{blocking, Home};
 /// `USER name`.
 pub fn user(s: &mut Session, name: String) -> Result<Reply, CommandError> {
     if s.st.login.is_some() {
-        return Err(CommandError::BadSequence("Already logged in; use REIN to change user"));
+        return Err(CommandError::BadSequence(
+            "Already logged in; use REIN to change user",
+        ));
     }
     s.st.pending_user = Some(name.clone());
     Ok(Reply::new(331, format!("Password required for {name}")))
@@ -33,25 +35,48 @@ pub async fn pass(s: &mut Session, password: String) -> std::io::Result<Flow> {
     let ip = canonical(s.peer.ip());
     if let Some(left) = shared.guard.is_banned(ip) {
         s.conn
-            .send(&Reply::new(421, format!("Too many failed logins from your address, try again in {} s", left.as_secs().max(1))))
+            .send(&Reply::new(
+                421,
+                format!(
+                    "Too many failed logins from your address, try again in {} s",
+                    left.as_secs().max(1)
+                ),
+            ))
             .await?;
         return Ok(Flow::Close);
     }
     match shared.accounts.authenticate(&name, &password).await {
         Ok(user) => {
-            let slot = match shared.slots.login(&user.name, shared.config.limits.max_sessions_per_user) {
+            let slot = match shared
+                .slots
+                .login(&user.name, shared.config.limits.max_sessions_per_user)
+            {
                 Ok(slot) => slot,
-                Err(SlotRefusal::PerUser(n)) | Err(SlotRefusal::PerIp(n)) | Err(SlotRefusal::Total(n)) => {
-                    s.conn.send(&Reply::new(530, format!("Too many sessions for {name} (limit {n})"))).await?;
+                Err(SlotRefusal::PerUser(n))
+                | Err(SlotRefusal::PerIp(n))
+                | Err(SlotRefusal::Total(n)) => {
+                    s.conn
+                        .send(&Reply::new(
+                            530,
+                            format!("Too many sessions for {name} (limit {n})"),
+                        ))
+                        .await?;
                     return Ok(Flow::Continue);
                 }
             };
             let path = shared.accounts.home_of(&user);
-            let home = match blocking(move || Home::open(&path).map_err(CommandError::from_io)).await {
+            let home = match blocking(move || Home::open(&path).map_err(CommandError::from_io))
+                .await
+            {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::error!(user = %user.name, error = %e, "cannot open home directory");
-                    s.conn.send(&Reply::new(550, "Cannot open your home directory, ask the admin")).await?;
+                    s.conn
+                        .send(&Reply::new(
+                            550,
+                            "Cannot open your home directory, ask the admin",
+                        ))
+                        .await?;
                     return Ok(Flow::Continue);
                 }
             };
@@ -65,12 +90,18 @@ pub async fn pass(s: &mut Session, password: String) -> std::io::Result<Flow> {
         }
         Err(AuthError::Internal(e)) => {
             tracing::error!(error = %e, "authentication error");
-            s.conn.send(&Reply::new(421, "Service not available, try again later")).await?;
+            s.conn
+                .send(&Reply::new(421, "Service not available, try again later"))
+                .await?;
             Ok(Flow::Close)
         }
         Err(err) => {
             let verdict = shared.guard.record_failure(ip);
-            let reason = if matches!(err, AuthError::Disabled) { "disabled" } else { "bad credentials" };
+            let reason = if matches!(err, AuthError::Disabled) {
+                "disabled"
+            } else {
+                "bad credentials"
+            };
             tracing::warn!(target: "ferry::auth", ip = %ip, user = %name, reason, "login failed");
             tokio::select! {
                 _ = shared.shutdown.soft.cancelled() => {}
@@ -79,7 +110,12 @@ pub async fn pass(s: &mut Session, password: String) -> std::io::Result<Flow> {
             match verdict {
                 FailureVerdict::Banned(for_how_long) => {
                     tracing::warn!(target: "ferry::auth", ip = %ip, secs = for_how_long.as_secs(), "address banned");
-                    s.conn.send(&Reply::new(421, "Too many failed logins, closing connection")).await?;
+                    s.conn
+                        .send(&Reply::new(
+                            421,
+                            "Too many failed logins, closing connection",
+                        ))
+                        .await?;
                     Ok(Flow::Close)
                 }
                 FailureVerdict::Delayed => {

@@ -14,7 +14,10 @@ use crate::session::Session;
 pub fn type_(s: &mut Session, t: TransferType) -> Reply {
     s.st.ascii = t == TransferType::Ascii;
     match t {
-        TransferType::Ascii => Reply::new(200, "Type set to A (files are sent unchanged, listings use CRLF)"),
+        TransferType::Ascii => Reply::new(
+            200,
+            "Type set to A (files are sent unchanged, listings use CRLF)",
+        ),
         TransferType::Image => Reply::new(200, "Type set to I"),
     }
 }
@@ -29,22 +32,42 @@ fn open_passive(s: &mut Session) -> Result<u16, CommandError> {
         CommandError::DataConnection("no passive port available, try again".into())
     })?;
     let port = listener.local_addr().map_err(CommandError::from_io)?.port();
-    s.st.data = DataPlan::passive(listener, s.peer.ip(), s.shared.config.limits.data_accept_timeout());
+    s.st.data = DataPlan::passive(
+        listener,
+        s.peer.ip(),
+        s.shared.config.limits.data_accept_timeout(),
+    );
     Ok(port)
 }
 
 /// `PASV`.
 pub fn pasv(s: &mut Session) -> Result<Reply, CommandError> {
     if s.st.epsv_all {
-        return Err(CommandError::BadSequence("Only EPSV is allowed after EPSV ALL"));
+        return Err(CommandError::BadSequence(
+            "Only EPSV is allowed after EPSV ALL",
+        ));
     }
-    let announce = s.shared.config.ftp.passive_address.unwrap_or_else(|| canonical(s.local.ip()));
+    let announce = s
+        .shared
+        .config
+        .ftp
+        .passive_address
+        .unwrap_or_else(|| canonical(s.local.ip()));
     let IpAddr::V4(ip) = announce else {
-        return Err(CommandError::NotSupported("PASV needs IPv4; use EPSV".into()));
+        return Err(CommandError::NotSupported(
+            "PASV needs IPv4; use EPSV".into(),
+        ));
     };
     let port = open_passive(s)?;
     let [a, b, c, d] = ip.octets();
-    Ok(Reply::new(227, format!("Entering Passive Mode ({a},{b},{c},{d},{},{})", port >> 8, port & 0xff)))
+    Ok(Reply::new(
+        227,
+        format!(
+            "Entering Passive Mode ({a},{b},{c},{d},{},{})",
+            port >> 8,
+            port & 0xff
+        ),
+    ))
 }
 
 /// `EPSV [1|2|ALL]`.
@@ -55,12 +78,22 @@ pub fn epsv(s: &mut Session, arg: EpsvArg) -> Result<Reply, CommandError> {
             Ok(Reply::new(200, "EPSV ALL ok"))
         }
         EpsvArg::Proto(p) if (p == 1) != canonical(s.local.ip()).is_ipv4() => {
-            let ours = if canonical(s.local.ip()).is_ipv4() { 1 } else { 2 };
-            Ok(Reply::new(522, format!("Network protocol not supported, use ({ours})")))
+            let ours = if canonical(s.local.ip()).is_ipv4() {
+                1
+            } else {
+                2
+            };
+            Ok(Reply::new(
+                522,
+                format!("Network protocol not supported, use ({ours})"),
+            ))
         }
         _ => {
             let port = open_passive(s)?;
-            Ok(Reply::new(229, format!("Entering Extended Passive Mode (|||{port}|)")))
+            Ok(Reply::new(
+                229,
+                format!("Entering Extended Passive Mode (|||{port}|)"),
+            ))
         }
     }
 }
@@ -68,7 +101,9 @@ pub fn epsv(s: &mut Session, arg: EpsvArg) -> Result<Reply, CommandError> {
 /// `PORT` / `EPRT`.
 pub fn port(s: &mut Session, target: SocketAddr) -> Result<Reply, CommandError> {
     if s.st.epsv_all {
-        return Err(CommandError::BadSequence("Only EPSV is allowed after EPSV ALL"));
+        return Err(CommandError::BadSequence(
+            "Only EPSV is allowed after EPSV ALL",
+        ));
     }
     if s.transfer.is_some() {
         return Err(CommandError::Busy("Transfer in progress"));

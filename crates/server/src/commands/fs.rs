@@ -20,7 +20,10 @@ fn quote(p: &VirtualPath) -> String {
 
 /// `PWD`.
 pub fn pwd(s: &Session) -> Reply {
-    Reply::new(257, format!("{} is the current directory", quote(&s.st.cwd)))
+    Reply::new(
+        257,
+        format!("{} is the current directory", quote(&s.st.cwd)),
+    )
 }
 
 /// `CWD path` / `CDUP`.
@@ -33,7 +36,10 @@ pub async fn cwd(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
         return Err(CommandError::NotADirectory);
     }
     s.st.cwd = target;
-    Ok(Reply::new(250, format!("Directory changed to {}", s.st.cwd)))
+    Ok(Reply::new(
+        250,
+        format!("Directory changed to {}", s.st.cwd),
+    ))
 }
 
 /// `MKD path`.
@@ -55,12 +61,17 @@ pub async fn rmd(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
     require(login.user.perms.delete)?;
     let target = resolve(s, path)?;
     if target.is_root() || s.st.cwd.starts_with(&target) {
-        return Err(CommandError::Busy("cannot remove the current directory or one above it"));
+        return Err(CommandError::Busy(
+            "cannot remove the current directory or one above it",
+        ));
     }
     let (home, t) = (login.home.clone(), target.clone());
     blocking(move || home.rmdir(&t).map_err(CommandError::from_io)).await?;
     let id = login.user.id;
-    s.shared.accounts.forget_digests(id, target.as_str()).await?;
+    s.shared
+        .accounts
+        .forget_digests(id, target.as_str())
+        .await?;
     Ok(Reply::new(250, format!("{target} removed")))
 }
 
@@ -80,12 +91,20 @@ pub async fn dele(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
     })
     .await?;
     let user = &login.user;
-    s.shared.accounts.charge(user.id, -(size as i64), -1).await?;
-    s.shared.accounts.forget_digests(user.id, target.as_str()).await?;
+    s.shared
+        .accounts
+        .charge(user.id, -(size as i64), -1)
+        .await?;
+    s.shared
+        .accounts
+        .forget_digests(user.id, target.as_str())
+        .await?;
     s.shared.events.publish(FileEvent {
         user: user.name.clone(),
         announce: user.announce_files,
-        kind: FileEventKind::Deleted { path: target.to_string() },
+        kind: FileEventKind::Deleted {
+            path: target.to_string(),
+        },
     });
     Ok(Reply::new(250, format!("{target} deleted")))
 }
@@ -131,14 +150,26 @@ pub async fn rnto(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
     .await?;
     let user = &login.user;
     if let Some(bytes) = replaced {
-        s.shared.accounts.charge(user.id, -(bytes as i64), -1).await?;
+        s.shared
+            .accounts
+            .charge(user.id, -(bytes as i64), -1)
+            .await?;
     }
-    s.shared.accounts.forget_digests(user.id, from.as_str()).await?;
-    s.shared.accounts.forget_digests(user.id, to.as_str()).await?;
+    s.shared
+        .accounts
+        .forget_digests(user.id, from.as_str())
+        .await?;
+    s.shared
+        .accounts
+        .forget_digests(user.id, to.as_str())
+        .await?;
     s.shared.events.publish(FileEvent {
         user: user.name.clone(),
         announce: user.announce_files,
-        kind: FileEventKind::Renamed { from: from.to_string(), to: to.to_string() },
+        kind: FileEventKind::Renamed {
+            from: from.to_string(),
+            to: to.to_string(),
+        },
     });
     Ok(Reply::new(250, format!("Renamed {from} to {to}")))
 }
@@ -170,7 +201,8 @@ pub async fn mfmt(s: &mut Session, time: Timestamp, path: &str) -> Result<Reply,
     let login = logged_in(s)?;
     require(login.user.perms.write)?;
     let target = resolve(s, path)?;
-    let secs = u64::try_from(time.unix_seconds()).map_err(|_| CommandError::BadArgument("time before 1970".into()))?;
+    let secs = u64::try_from(time.unix_seconds())
+        .map_err(|_| CommandError::BadArgument("time before 1970".into()))?;
     let when = UNIX_EPOCH + Duration::from_secs(secs);
     let (home, t) = (login.home.clone(), target.clone());
     let meta = blocking(move || {
@@ -181,6 +213,12 @@ pub async fn mfmt(s: &mut Session, time: Timestamp, path: &str) -> Result<Reply,
         Ok(home.stat(&t)?)
     })
     .await?;
-    s.shared.accounts.forget_digests(login.user.id, target.as_str()).await?;
-    Ok(Reply::new(213, format!("Modify={}; {}", super::list::mlst_time(&meta), path)))
+    s.shared
+        .accounts
+        .forget_digests(login.user.id, target.as_str())
+        .await?;
+    Ok(Reply::new(
+        213,
+        format!("Modify={}; {}", super::list::mlst_time(&meta), path),
+    ))
 }

@@ -30,7 +30,12 @@ struct Computed {
     end: u64,
 }
 
-async fn compute(s: &mut Session, path: &str, algo: HashAlgo, range: Option<(u64, u64)>) -> Result<Computed, CommandError> {
+async fn compute(
+    s: &mut Session,
+    path: &str,
+    algo: HashAlgo,
+    range: Option<(u64, u64)>,
+) -> Result<Computed, CommandError> {
     let login = logged_in(s)?;
     require(login.user.perms.read)?;
     let target = resolve(s, path)?;
@@ -46,7 +51,9 @@ async fn compute(s: &mut Session, path: &str, algo: HashAlgo, range: Option<(u64
         None => (0, size),
         Some((a, b)) => {
             if a >= size && size > 0 || a > size {
-                return Err(CommandError::BadArgument(format!("RANG start {a} is beyond the end of the file ({size} bytes)")));
+                return Err(CommandError::BadArgument(format!(
+                    "RANG start {a} is beyond the end of the file ({size} bytes)"
+                )));
             }
             (a, b.saturating_add(1).min(size))
         }
@@ -54,14 +61,24 @@ async fn compute(s: &mut Session, path: &str, algo: HashAlgo, range: Option<(u64
     let full = start == 0 && end == size;
     let accounts = s.shared.accounts.clone();
     if full {
-        if let Some(hex) = accounts.get_digest(user_id, target.as_str(), size, mtime, algo.name()).await? {
+        if let Some(hex) = accounts
+            .get_digest(user_id, target.as_str(), size, mtime, algo.name())
+            .await?
+        {
             return Ok(Computed { hex, start, end });
         }
     }
-    let _permit = s.shared.hash_jobs.acquire().await.map_err(|_| CommandError::Local("shutting down".into()))?;
+    let _permit = s
+        .shared
+        .hash_jobs
+        .acquire()
+        .await
+        .map_err(|_| CommandError::Local("shutting down".into()))?;
     let hex = blocking(move || Ok(hash_range(&mut file, algo, start, end)?)).await?;
     if full {
-        accounts.put_digest(user_id, target.as_str(), size, mtime, algo.name(), &hex).await?;
+        accounts
+            .put_digest(user_id, target.as_str(), size, mtime, algo.name(), &hex)
+            .await?;
     }
     Ok(Computed { hex, start, end })
 }
@@ -72,12 +89,35 @@ pub async fn hash(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
     let range = s.st.rang.take();
     let c = compute(s, path, algo, range).await?;
     // With RANG the reply echoes the client's inclusive range; otherwise 0-<size>.
-    let shown_end = if range.is_some() { c.end.saturating_sub(1) } else { c.end };
-    Ok(Reply::new(213, format!("{} {}-{} {} {}", algo.name(), c.start, shown_end, c.hex, path)))
+    let shown_end = if range.is_some() {
+        c.end.saturating_sub(1)
+    } else {
+        c.end
+    };
+    Ok(Reply::new(
+        213,
+        format!(
+            "{} {}-{} {} {}",
+            algo.name(),
+            c.start,
+            shown_end,
+            c.hex,
+            path
+        ),
+    ))
 }
 
 /// `XMD5`/`XSHA1`/`XSHA256`/`XSHA512`/`XCRC path` (250) and `MD5 path` (251).
-pub async fn xhash(s: &mut Session, algo: HashAlgo, path: &str, md5_cmd: bool) -> Result<Reply, CommandError> {
+pub async fn xhash(
+    s: &mut Session,
+    algo: HashAlgo,
+    path: &str,
+    md5_cmd: bool,
+) -> Result<Reply, CommandError> {
     let c = compute(s, path, algo, None).await?;
-    Ok(if md5_cmd { Reply::new(251, format!("{path} {}", c.hex)) } else { Reply::new(250, c.hex) })
+    Ok(if md5_cmd {
+        Reply::new(251, format!("{path} {}", c.hex))
+    } else {
+        Reply::new(250, c.hex)
+    })
 }

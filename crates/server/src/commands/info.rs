@@ -15,7 +15,13 @@ use crate::session::{Facts, Session};
 pub fn feat() -> Reply {
     let hash = HashAlgo::ALL
         .iter()
-        .map(|a| if *a == HashAlgo::Sha256 { format!("{}*", a.name()) } else { a.name().to_string() })
+        .map(|a| {
+            if *a == HashAlgo::Sha256 {
+                format!("{}*", a.name())
+            } else {
+                a.name().to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join(";");
     let lines = vec![
@@ -39,7 +45,10 @@ pub fn feat() -> Reply {
 pub fn opts(s: &mut Session, opts: Opts) -> Result<Reply, CommandError> {
     match opts {
         Opts::Utf8(true) => Ok(Reply::new(200, "UTF8 mode is always on")),
-        Opts::Utf8(false) => Ok(Reply::new(504, "UTF8 cannot be turned off: paths are UTF-8")),
+        Opts::Utf8(false) => Ok(Reply::new(
+            504,
+            "UTF8 cannot be turned off: paths are UTF-8",
+        )),
         Opts::Mlst(facts) => {
             let has = |f: &str| facts.iter().any(|x| x == f);
             s.st.facts = Facts {
@@ -50,7 +59,11 @@ pub fn opts(s: &mut Session, opts: Opts) -> Result<Reply, CommandError> {
                 unique: has("unique"),
             };
             let known = ["type", "size", "modify", "perm", "unique"];
-            let list: String = known.iter().filter(|f| has(f)).map(|f| format!("{f};")).collect();
+            let list: String = known
+                .iter()
+                .filter(|f| has(f))
+                .map(|f| format!("{f};"))
+                .collect();
             Ok(Reply::new(200, format!("MLST OPTS {list}")))
         }
         Opts::Hash(None) => Ok(Reply::new(200, s.st.hash_algo.name())),
@@ -59,7 +72,10 @@ pub fn opts(s: &mut Session, opts: Opts) -> Result<Reply, CommandError> {
                 s.st.hash_algo = algo;
                 Ok(Reply::new(200, algo.name()))
             }
-            None => Ok(Reply::new(504, format!("Unknown algorithm {name}; use SHA-256, SHA-512, SHA-1, MD5 or CRC32"))),
+            None => Ok(Reply::new(
+                504,
+                format!("Unknown algorithm {name}; use SHA-256, SHA-512, SHA-1, MD5 or CRC32"),
+            )),
         },
         Opts::Other(name) => Ok(Reply::new(501, format!("Option {name} not understood"))),
     }
@@ -78,11 +94,21 @@ pub fn help(topic: Option<&str>) -> Reply {
         "SIZE MDTM MFMT LIST NLST MLSD MLST TYPE MODE STRU PASV EPSV PORT EPRT".into(),
         "RETR STOR STOU APPE REST ALLO ABOR HASH RANG XMD5 XSHA1 XSHA256 XSHA512 XCRC MD5".into(),
     ];
-    Reply::multi(214, "The following commands are recognized:", lines, "Help OK")
+    Reply::multi(
+        214,
+        "The following commands are recognized:",
+        lines,
+        "Help OK",
+    )
 }
 
 fn site_help() -> Reply {
-    Reply::multi(214, "SITE commands:", vec!["QUOTA - show your quota and usage".into(), "HELP".into()], "End")
+    Reply::multi(
+        214,
+        "SITE commands:",
+        vec!["QUOTA - show your quota and usage".into(), "HELP".into()],
+        "End",
+    )
 }
 
 /// `STAT` with no argument and no transfer: server and session status.
@@ -92,12 +118,20 @@ pub async fn status(s: &mut Session) -> Result<Reply, CommandError> {
     let lines = vec![
         format!("Connected from {}", s.peer.ip()),
         format!("Logged in as {}", login.user.name),
-        format!("TYPE: {}, STRUcture: File, MODE: Stream", if s.st.ascii { "ASCII" } else { "BINARY" }),
+        format!(
+            "TYPE: {}, STRUcture: File, MODE: Stream",
+            if s.st.ascii { "ASCII" } else { "BINARY" }
+        ),
         format!("Current directory: {}", s.st.cwd),
         quota_line(&usage),
         "No data connection".into(),
     ];
-    Ok(Reply::multi(211, "Ferry FTP server status:", lines, "End of status"))
+    Ok(Reply::multi(
+        211,
+        "Ferry FTP server status:",
+        lines,
+        "End of status",
+    ))
 }
 
 /// `STAT` while a transfer runs.
@@ -108,7 +142,11 @@ pub fn transfer_status(s: &Session) -> Reply {
             "Status of the transfer:",
             vec![
                 t.what.clone(),
-                format!("{} transferred in {:.1} s", format_size(t.progress.load(Ordering::Relaxed)), t.started.elapsed().as_secs_f64()),
+                format!(
+                    "{} transferred in {:.1} s",
+                    format_size(t.progress.load(Ordering::Relaxed)),
+                    t.started.elapsed().as_secs_f64()
+                ),
             ],
             "End of status",
         ),
@@ -117,7 +155,9 @@ pub fn transfer_status(s: &Session) -> Reply {
 }
 
 fn quota_line(u: &crate::accounts::Usage) -> String {
-    let quota = u.quota_bytes.map_or_else(|| "unlimited".to_string(), format_size);
+    let quota = u
+        .quota_bytes
+        .map_or_else(|| "unlimited".to_string(), format_size);
     format!(
         "Disk usage: {} used, {} reserved by uploads in progress, quota {quota}, {} files",
         format_size(u.used_bytes),
@@ -136,14 +176,34 @@ pub async fn site(s: &mut Session, site: Site) -> Result<Reply, CommandError> {
             let lines = vec![
                 format!("used bytes: {}", u.used_bytes),
                 format!("reserved bytes: {}", u.reserved_bytes),
-                format!("quota bytes: {}", u.quota_bytes.map_or_else(|| "none".into(), |q| q.to_string())),
-                format!("free bytes: {}", u.free_bytes().map_or_else(|| "unlimited".into(), |f| f.to_string())),
+                format!(
+                    "quota bytes: {}",
+                    u.quota_bytes
+                        .map_or_else(|| "none".into(), |q| q.to_string())
+                ),
+                format!(
+                    "free bytes: {}",
+                    u.free_bytes()
+                        .map_or_else(|| "unlimited".into(), |f| f.to_string())
+                ),
                 format!("used files: {}", u.used_files),
-                format!("quota files: {}", u.quota_files.map_or_else(|| "none".into(), |q| q.to_string())),
+                format!(
+                    "quota files: {}",
+                    u.quota_files
+                        .map_or_else(|| "none".into(), |q| q.to_string())
+                ),
             ];
-            Ok(Reply::multi(200, format!("Quota for {}:", login.user.name), lines, quota_line(&u)))
+            Ok(Reply::multi(
+                200,
+                format!("Quota for {}:", login.user.name),
+                lines,
+                quota_line(&u),
+            ))
         }
-        Site::Who | Site::Other(_) => Ok(Reply::new(504, "Unknown SITE command; SITE HELP lists them")),
+        Site::Who | Site::Other(_) => Ok(Reply::new(
+            504,
+            "Unknown SITE command; SITE HELP lists them",
+        )),
     }
 }
 
@@ -153,7 +213,8 @@ pub async fn avbl(s: &mut Session, path: Option<&str>) -> Result<Reply, CommandE
     if let Some(p) = path {
         let vp = resolve(s, p)?;
         let home = login.home.clone();
-        let meta = crate::storage::blocking(move || home.stat(&vp).map_err(CommandError::from_io)).await?;
+        let meta =
+            crate::storage::blocking(move || home.stat(&vp).map_err(CommandError::from_io)).await?;
         if !meta.is_dir() {
             return Err(CommandError::NotADirectory);
         }

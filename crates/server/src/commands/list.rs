@@ -26,7 +26,10 @@ pub enum Format {
 }
 
 fn modified(meta: &Metadata) -> OffsetDateTime {
-    meta.modified().map(|t| t.into_std()).unwrap_or(SystemTime::UNIX_EPOCH).into()
+    meta.modified()
+        .map(|t| t.into_std())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+        .into()
 }
 
 /// `YYYYMMDDHHMMSS` in UTC (MDTM, MLST modify).
@@ -62,7 +65,12 @@ fn long_line(out: &mut String, name: &str, meta: &Metadata, now: OffsetDateTime)
     } else {
         format!("{month} {:>2}  {}", t.day(), t.year())
     };
-    let _ = write!(out, "{kind}{perms} {:>3} ftp ftp {:>12} {when} {name}\r\n", meta.nlink(), meta.len());
+    let _ = write!(
+        out,
+        "{kind}{perms} {:>3} ftp ftp {:>12} {when} {name}\r\n",
+        meta.nlink(),
+        meta.len()
+    );
 }
 
 fn perm_fact(meta: &Metadata, p: &Permissions) -> String {
@@ -105,7 +113,14 @@ fn perm_fact(meta: &Metadata, p: &Permissions) -> String {
     s
 }
 
-fn facts_line(out: &mut String, name: &str, meta: &Metadata, kind: &str, f: Facts, perms: &Permissions) {
+fn facts_line(
+    out: &mut String,
+    name: &str,
+    meta: &Metadata,
+    kind: &str,
+    f: Facts,
+    perms: &Permissions,
+) {
     if f.kind {
         let _ = write!(out, "type={kind};");
     }
@@ -163,7 +178,7 @@ pub async fn list(s: &mut Session, args: ListArgs, format: Format) -> Result<Rep
 pub async fn mlsd(s: &mut Session, path: Option<&str>) -> Result<Reply, CommandError> {
     let target = resolve(s, path.unwrap_or("."))?;
     let login = logged_in(s)?;
-    let (home, perms, facts) = (login.home.clone(), login.user.perms.clone(), s.st.facts);
+    let (home, perms, facts) = (login.home.clone(), login.user.perms, s.st.facts);
     let t = target.clone();
     let text = blocking(move || {
         let meta = home.stat(&t)?;
@@ -187,7 +202,7 @@ pub async fn mlsd(s: &mut Session, path: Option<&str>) -> Result<Reply, CommandE
 pub async fn mlst(s: &mut Session, path: Option<&str>) -> Result<Reply, CommandError> {
     let target = resolve(s, path.unwrap_or("."))?;
     let login = logged_in(s)?;
-    let (home, perms, facts) = (login.home.clone(), login.user.perms.clone(), s.st.facts);
+    let (home, perms, facts) = (login.home.clone(), login.user.perms, s.st.facts);
     let t = target.clone();
     let line = blocking(move || {
         let meta = home.stat(&t)?;
@@ -197,12 +212,20 @@ pub async fn mlst(s: &mut Session, path: Option<&str>) -> Result<Reply, CommandE
         Ok(out.trim_end().to_string())
     })
     .await?;
-    Ok(Reply::multi(250, format!("Listing {target}"), vec![line], "End"))
+    Ok(Reply::multi(
+        250,
+        format!("Listing {target}"),
+        vec![line],
+        "End",
+    ))
 }
 
 /// `STAT path`: the LIST output over the control connection (RFC 959 §4.1.3).
 pub async fn stat_path(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
-    let args = ListArgs { flags: String::new(), path: Some(path.to_string()) };
+    let args = ListArgs {
+        flags: String::new(),
+        path: Some(path.to_string()),
+    };
     let target = resolve(s, args.path.as_deref().unwrap_or("."))?;
     let home = logged_in(s)?.home.clone();
     let t = target.clone();
@@ -220,5 +243,10 @@ pub async fn stat_path(s: &mut Session, path: &str) -> Result<Reply, CommandErro
             .collect::<Vec<_>>())
     })
     .await?;
-    Ok(Reply::multi(213, format!("Status of {target}:"), lines, "End of status"))
+    Ok(Reply::multi(
+        213,
+        format!("Status of {target}:"),
+        lines,
+        "End of status",
+    ))
 }

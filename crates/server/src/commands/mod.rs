@@ -19,7 +19,10 @@ use crate::session::{Flow, LoggedIn, Session};
 /// The verb of a command, for logs (never the argument: PASS carries a password).
 pub fn verb_of(cmd: &Command) -> String {
     let dbg = format!("{cmd:?}");
-    dbg.split(['(', ' ', '{']).next().unwrap_or_default().to_ascii_uppercase()
+    dbg.split(['(', ' ', '{'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase()
 }
 
 fn allowed_before_login(cmd: &Command) -> bool {
@@ -64,7 +67,9 @@ pub fn require(allowed: bool) -> Result<(), CommandError> {
 /// Runs one command and sends its reply.
 pub async fn dispatch(s: &mut Session, cmd: Command) -> std::io::Result<Flow> {
     if s.st.login.is_none() && !allowed_before_login(&cmd) {
-        s.conn.send(&Reply::new(530, "Please log in with USER and PASS first")).await?;
+        s.conn
+            .send(&Reply::new(530, "Please log in with USER and PASS first"))
+            .await?;
         return Ok(Flow::Continue);
     }
     if !matches!(cmd, Command::Rnto(_) | Command::Rnfr(_)) {
@@ -78,7 +83,10 @@ pub async fn dispatch(s: &mut Session, cmd: Command) -> std::io::Result<Flow> {
         }
         Command::User(name) => auth::user(s, name),
         Command::Pass(password) => return auth::pass(s, password).await,
-        Command::Acct => Ok(Reply::new(502, "ACCT not implemented: accounts need only USER and PASS")),
+        Command::Acct => Ok(Reply::new(
+            502,
+            "ACCT not implemented: accounts need only USER and PASS",
+        )),
         Command::Rein => auth::rein(s),
         Command::Auth(_) | Command::Pbsz(_) | Command::Prot(_) | Command::Ccc => {
             Ok(Reply::new(502, "TLS is not available on this server yet"))
@@ -119,11 +127,18 @@ pub async fn dispatch(s: &mut Session, cmd: Command) -> std::io::Result<Flow> {
         Command::Appe(path) => xfer::stor(s, &path, xfer::StoreMode::Appe).await,
         Command::Stou(hint) => xfer::stou(s, hint.as_deref()).await,
         Command::Rest(offset) => Ok(xfer::rest(s, offset)),
-        Command::Allo(_) => Ok(Reply::new(202, "ALLO not needed, space is reserved as the upload grows")),
+        Command::Allo(_) => Ok(Reply::new(
+            202,
+            "ALLO not needed, space is reserved as the upload grows",
+        )),
         Command::Abor => Ok(Reply::new(225, "No transfer to abort")),
         Command::Hash(path) => hash::hash(s, &path).await,
         Command::Rang(start, end) => Ok(hash::rang(s, start, end)),
-        Command::XHash { algo, path, md5_cmd } => hash::xhash(s, algo, &path, md5_cmd).await,
+        Command::XHash {
+            algo,
+            path,
+            md5_cmd,
+        } => hash::xhash(s, algo, &path, md5_cmd).await,
         Command::NotImplemented(verb) => Ok(Reply::new(502, format!("{verb} not implemented"))),
     };
     let reply = result.unwrap_or_else(|e| e.reply(&subject));
@@ -148,7 +163,10 @@ fn subject_of(cmd: &Command) -> String {
         | Command::Hash(p)
         | Command::Mfmt { path: p, .. }
         | Command::XHash { path: p, .. } => p.clone(),
-        Command::Stat(Some(p)) | Command::Mlsd(Some(p)) | Command::Mlst(Some(p)) | Command::Avbl(Some(p)) => p.clone(),
+        Command::Stat(Some(p))
+        | Command::Mlsd(Some(p))
+        | Command::Mlst(Some(p))
+        | Command::Avbl(Some(p)) => p.clone(),
         Command::List(a) | Command::Nlst(a) => a.path.clone().unwrap_or_default(),
         _ => String::new(),
     }

@@ -33,7 +33,9 @@ fn ensure_data(s: &Session) -> Result<(), CommandError> {
         return Err(CommandError::Busy("Transfer in progress"));
     }
     if !s.st.data.is_set() {
-        return Err(CommandError::DataConnection("use PASV, EPSV, PORT or EPRT first".into()));
+        return Err(CommandError::DataConnection(
+            "use PASV, EPSV, PORT or EPRT first".into(),
+        ));
     }
     Ok(())
 }
@@ -47,7 +49,11 @@ where
     let plan = s.st.data.take();
     let abort = s.shared.shutdown.hard.child_token();
     let progress = Arc::new(AtomicU64::new(0));
-    let user = s.st.login.as_ref().map(|l| l.user.name.clone()).unwrap_or_default();
+    let user =
+        s.st.login
+            .as_ref()
+            .map(|l| l.user.name.clone())
+            .unwrap_or_default();
     let ctx = Ctx {
         shared: s.shared.clone(),
         abort: abort.clone(),
@@ -58,20 +64,31 @@ where
         ascii: s.st.ascii,
     };
     let handle = s.shared.tracker.spawn(f(ctx, plan));
-    s.transfer = Some(Running { handle, abort, what, progress, started: Instant::now() });
+    s.transfer = Some(Running {
+        handle,
+        abort,
+        what,
+        progress,
+        started: Instant::now(),
+    });
 }
 
 /// Sends an already built listing over the data connection.
 pub fn start_listing(s: &mut Session, what: String, bytes: Vec<u8>) -> Result<Reply, CommandError> {
     ensure_data(s)?;
-    spawn(s, what, move |ctx, plan| transfer::send_listing(ctx, plan, bytes));
+    spawn(s, what, move |ctx, plan| {
+        transfer::send_listing(ctx, plan, bytes)
+    });
     Ok(Reply::new(150, "Here comes the directory listing"))
 }
 
 /// `REST offset`.
 pub fn rest(s: &mut Session, offset: u64) -> Reply {
     s.st.rest = offset;
-    Reply::new(350, format!("Restarting at {offset}. Send STOR or RETR to initiate transfer"))
+    Reply::new(
+        350,
+        format!("Restarting at {offset}. Send STOR or RETR to initiate transfer"),
+    )
 }
 
 /// `RETR path`.
@@ -85,14 +102,22 @@ pub async fn retr(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
     let file = blocking(move || Ok(home.open_read(&t)?)).await?;
     let size = file.metadata().map_err(CommandError::from_io)?.len();
     if offset > size {
-        return Ok(Reply::new(554, format!("REST {offset} is beyond the end of the file ({size} bytes)")));
+        return Ok(Reply::new(
+            554,
+            format!("REST {offset} is beyond the end of the file ({size} bytes)"),
+        ));
     }
     let mode = if s.st.ascii { "ASCII" } else { "BINARY" };
-    let text = format!("Opening {mode} mode data connection for {target} ({} bytes)", size - offset);
+    let text = format!(
+        "Opening {mode} mode data connection for {target} ({} bytes)",
+        size - offset
+    );
     let vpath = target.to_string();
-    spawn(s, format!("RETR {target} ({})", format_size(size)), move |ctx, plan| {
-        transfer::download(ctx, plan, file, offset, vpath)
-    });
+    spawn(
+        s,
+        format!("RETR {target} ({})", format_size(size)),
+        move |ctx, plan| transfer::download(ctx, plan, file, offset, vpath),
+    );
     Ok(Reply::new(150, text))
 }
 
@@ -114,7 +139,11 @@ pub async fn stou(s: &mut Session, hint: Option<&str>) -> Result<Reply, CommandE
     let has_hint = hint.is_some();
     let target = blocking(move || {
         for i in 0..1000u32 {
-            let name = if i == 0 && has_hint { base.clone() } else { format!("{base}.{:08x}", rand::random::<u32>()) };
+            let name = if i == 0 && has_hint {
+                base.clone()
+            } else {
+                format!("{base}.{:08x}", rand::random::<u32>())
+            };
             let candidate = cwd.join(&name)?;
             if home.try_stat(&candidate)?.is_none() {
                 return Ok(candidate);
@@ -153,12 +182,17 @@ async fn store(
     }
     let old_size = existing.as_ref().map_or(0, |m| m.len());
     if mode == StoreMode::Stor && rest > old_size {
-        return Ok(Reply::new(554, format!("REST {rest} is beyond the end of the file ({old_size} bytes)")));
+        return Ok(Reply::new(
+            554,
+            format!("REST {rest} is beyond the end of the file ({old_size} bytes)"),
+        ));
     }
     let is_new = existing.is_none();
     if is_new && !shared.accounts.try_add_file(user.id).await? {
         let limit = usage.quota_files.unwrap_or_default();
-        return Err(CommandError::Quota(format!("file quota exceeded ({limit} files)")));
+        return Err(CommandError::Quota(format!(
+            "file quota exceeded ({limit} files)"
+        )));
     }
     let (h, t) = (home.clone(), target.clone());
     let opened = blocking(move || {
@@ -171,7 +205,11 @@ async fn store(
             }
             (StoreMode::Stor, 0) => {
                 let (file, temp) = h.create_temp(&parent)?;
-                let kind = if is_new { UploadKind::New { temp } } else { UploadKind::Replace { temp } };
+                let kind = if is_new {
+                    UploadKind::New { temp }
+                } else {
+                    UploadKind::Replace { temp }
+                };
                 (file, kind, 0)
             }
             (StoreMode::Stor, offset) => {
@@ -192,10 +230,20 @@ async fn store(
             return Err(e);
         }
     };
-    let what = format!("{} {target}", if mode == StoreMode::Appe { "APPE" } else { "STOR" });
+    let what = format!(
+        "{} {target}",
+        if mode == StoreMode::Appe {
+            "APPE"
+        } else {
+            "STOR"
+        }
+    );
     let text = match &stou_name {
         Some(name) => format!("FILE: {name}"),
-        None => format!("Opening {} mode data connection for {target}", if s.st.ascii { "ASCII" } else { "BINARY" }),
+        None => format!(
+            "Opening {} mode data connection for {target}",
+            if s.st.ascii { "ASCII" } else { "BINARY" }
+        ),
     };
     let up = Upload {
         home,
