@@ -573,13 +573,24 @@ LFTP_PRELUDE = (
 )
 
 
+_LFTP_HOME: list[str] = []
+
+
+def _lftp_home() -> str:
+    if not _LFTP_HOME:
+        import tempfile
+        _LFTP_HOME.append(tempfile.mkdtemp(prefix="ferry-e2e-lftp-home-"))
+    return _LFTP_HOME[0]
+
+
 def lftp(server: Server, user: User, script: str, timeout: float = 240, cwd: Path | None = None,
          check: bool = True) -> subprocess.CompletedProcess:
     if shutil.which("lftp") is None:
         raise AssertionError("lftp is not installed (apt-get install -y lftp)")
     cmd = ["lftp", "-u", f"{user.name},{user.password}", "-p", str(server.port),
            "-e", LFTP_PRELUDE + script + "; quit", server.host]
-    env = dict(os.environ, HOME=str(cwd or Path.cwd()), LC_ALL="C.UTF-8", LANG="C.UTF-8")
+    # a private HOME: lftp writes its history and transfer log there
+    env = dict(os.environ, HOME=_lftp_home(), LC_ALL="C.UTF-8", LANG="C.UTF-8")
     p = subprocess.run(cmd, capture_output=True, timeout=timeout, cwd=cwd, env=env,
                        stdin=subprocess.DEVNULL)
     if check and p.returncode != 0:

@@ -65,6 +65,11 @@ impl CommandError {
     /// Maps an I/O error from the file system, keeping the cause in the log for local errors.
     pub fn from_io(err: io::Error) -> CommandError {
         use io::ErrorKind as K;
+        // cap-std reports an attempt to leave the home (symlink, "..") as "a path led outside of
+        // the filesystem": to the client, such a path simply does not exist.
+        if err.to_string().contains("outside of the filesystem") {
+            return CommandError::NotFound;
+        }
         match err.kind() {
             K::NotFound => CommandError::NotFound,
             K::PermissionDenied => CommandError::PermissionDenied,
@@ -77,11 +82,6 @@ impl CommandError {
                 CommandError::Quota("no space left on the server's disk".into())
             }
             _ => {
-                // cap-std reports an attempt to leave the home (symlink, "..") as PermissionDenied or
-                // as "a path led outside of the filesystem" (Other): to the client it is not there.
-                if err.to_string().contains("outside of the filesystem") {
-                    return CommandError::NotFound;
-                }
                 tracing::warn!(error = %err, "file system error");
                 CommandError::Local(err.kind().to_string())
             }
@@ -104,6 +104,8 @@ impl CommandError {
             | CommandError::NotADirectory
             | CommandError::NotAFile
             | CommandError::NotEmpty => with(550, self),
+            // Reserved names are never addressable: they look like missing files.
+            CommandError::BadPath(PathError::Reserved) => with(550, &CommandError::NotFound),
             CommandError::BadPath(_) => with(553, self),
             CommandError::Quota(_) => with(552, self),
             CommandError::Busy(_) => with(450, self),

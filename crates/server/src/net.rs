@@ -15,6 +15,23 @@ pub enum Stream {
     Plain(TcpStream),
 }
 
+impl Stream {
+    /// Reads whatever the kernel holds right now, bypassing the runtime's readiness state;
+    /// `Ok(None)` when nothing is there. Needed after TCP urgent data (ABOR sent with MSG_OOB):
+    /// a read stops at the urgent mark, and the runtime takes that short read to mean "drained",
+    /// so the bytes after the mark would otherwise wait for the next packet.
+    pub fn read_now(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        use std::io::Read;
+        match self {
+            Stream::Plain(s) => match (&*socket2::SockRef::from(s)).read(buf) {
+                Ok(n) => Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,

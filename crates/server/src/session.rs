@@ -148,6 +148,7 @@ pub struct Conn {
     wbuf: Vec<u8>,
     max_line: usize,
     discarding: bool,
+    eof: bool,
 }
 
 /// The outcome of reading one line.
@@ -169,6 +170,7 @@ impl Conn {
             wbuf: Vec::new(),
             max_line,
             discarding: false,
+            eof: false,
         }
     }
 
@@ -186,6 +188,9 @@ impl Conn {
                     self.discarding = false;
                     continue;
                 }
+                if pos + 1 > self.max_line {
+                    return Ok(Line::TooLong);
+                }
                 line.truncate(pos);
                 if line.last() == Some(&b'\r') {
                     line.truncate(pos - 1);
@@ -202,10 +207,30 @@ impl Conn {
                     return Ok(Line::TooLong);
                 }
             }
+            if self.eof {
+                return Ok(Line::Eof);
+            }
             self.rbuf.reserve(512);
             let n = self.stream.read_buf(&mut self.rbuf).await?;
             if n == 0 {
                 return Ok(Line::Eof);
+            }
+            if !self.rbuf[self.rbuf.len() - n..].contains(&b'\n') {
+                // Possibly stopped at a TCP urgent mark: take what is already there.
+                let mut more = [0u8; 512];
+                while self.rbuf.len() <= self.max_line {
+                    match self.stream.read_now(&mut more)? {
+                        Some(0) => {
+                            self.eof = true;
+                            break;
+                        }
+                        Some(k) => self.rbuf.extend_from_slice(&more[..k]),
+                        None => break,
+                    }
+                    if more.contains(&b'\n') {
+                        break;
+                    }
+                }
             }
         }
     }
@@ -290,6 +315,8 @@ impl Session {
             return;
         };
         let _ = stream.set_nodelay(true);
+        // ftplib and others send ABOR as TCP urgent data; keep it in the byte stream.
+        let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
         let max_line = shared.config.limits.max_line_len;
         let mut session = Session {
             shared,

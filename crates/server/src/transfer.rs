@@ -344,11 +344,20 @@ pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Reply {
                 },
             };
             let mut eof = false;
+            // A failed read still hands what it already received to the writer, so a broken
+            // upload keeps every byte that arrived (the partial is what a resume builds on).
+            let mut failure = None;
             while buf.len() < UPLOAD_BUF {
-                let n = ctx.guard(stream.read_buf(&mut buf)).await?;
-                if n == 0 {
-                    eof = true;
-                    break;
+                match ctx.guard(stream.read_buf(&mut buf)).await {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(f) => {
+                        failure = Some(f);
+                        break;
+                    }
                 }
             }
             if !buf.is_empty() {
@@ -362,6 +371,9 @@ pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Reply {
                 if full_tx.send(buf).await.is_err() {
                     return Ok(written); // writer failed
                 }
+            }
+            if let Some(f) = failure {
+                return Err(f);
             }
             if eof {
                 return Ok(written);

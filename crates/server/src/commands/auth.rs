@@ -107,22 +107,12 @@ pub async fn pass(s: &mut Session, password: String) -> std::io::Result<Flow> {
                 _ = shared.shutdown.soft.cancelled() => {}
                 _ = tokio::time::sleep(shared.config.limits.failed_login_delay()) => {}
             }
-            match verdict {
-                FailureVerdict::Banned(for_how_long) => {
-                    tracing::warn!(target: "ferry::auth", ip = %ip, secs = for_how_long.as_secs(), "address banned");
-                    s.conn
-                        .send(&Reply::new(
-                            421,
-                            "Too many failed logins, closing connection",
-                        ))
-                        .await?;
-                    Ok(Flow::Close)
-                }
-                FailureVerdict::Delayed => {
-                    s.conn.send(&Reply::new(530, "Login incorrect")).await?;
-                    Ok(Flow::Continue)
-                }
+            s.conn.send(&Reply::new(530, "Login incorrect")).await?;
+            if let FailureVerdict::Banned(for_how_long) = verdict {
+                // The ban applies from the next attempt on, on this connection or a new one.
+                tracing::warn!(target: "ferry::auth", ip = %ip, secs = for_how_long.as_secs(), "address banned");
             }
+            Ok(Flow::Continue)
         }
     }
 }

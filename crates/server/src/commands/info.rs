@@ -73,7 +73,7 @@ pub fn opts(s: &mut Session, opts: Opts) -> Result<Reply, CommandError> {
                 Ok(Reply::new(200, algo.name()))
             }
             None => Ok(Reply::new(
-                504,
+                501,
                 format!("Unknown algorithm {name}; use SHA-256, SHA-512, SHA-1, MD5 or CRC32"),
             )),
         },

@@ -96,10 +96,10 @@ pub async fn retr(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
     let offset = std::mem::take(&mut s.st.rest);
     let login = logged_in(s)?;
     require(login.user.perms.read)?;
-    ensure_data(s)?;
     let target = resolve(s, path)?;
     let (home, t) = (login.home.clone(), target.clone());
     let file = blocking(move || Ok(home.open_read(&t)?)).await?;
+    ensure_data(s)?;
     let size = file.metadata().map_err(CommandError::from_io)?.len();
     if offset > size {
         return Ok(Reply::new(
@@ -166,7 +166,6 @@ async fn store(
 ) -> Result<Reply, CommandError> {
     let login = logged_in(s)?;
     require(login.user.perms.write)?;
-    ensure_data(s)?;
     if target.is_root() {
         return Err(CommandError::NotAFile);
     }
@@ -187,6 +186,7 @@ async fn store(
             format!("REST {rest} is beyond the end of the file ({old_size} bytes)"),
         ));
     }
+    ensure_data(s)?;
     let is_new = existing.is_none();
     if is_new && !shared.accounts.try_add_file(user.id).await? {
         let limit = usage.quota_files.unwrap_or_default();

@@ -1,0 +1,164 @@
+"""Operations: the transfer log, first start, config errors, graceful shutdown (SIGTERM /
+SIGINT) that keeps a killed upload's partial resumable."""
+
+from __future__ import annotations
+
+import ftplib
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from ferry_e2e import (
+    FERRY_BIN, HOST, curl, curl_popen, dir_growth, dir_sizes, ftp_retr, ftp_size, ftp_stor,
+    kill_when, passive_range, sha256_file, wait_until, write_random,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def parse_xferlog(line: str) -> dict:
+    t = line.split()
+    assert len(t) >= 18, f"not an xferlog line: {line!r}"
+    return {
+        "host": t[6], "bytes": int(t[7]), "file": " ".join(t[8:-9]), "type": t[-9], "action": t[-8],
+        "direction": t[-7], "mode": t[-6], "user": t[-5], "service": t[-4], "auth": t[-3],
+        "auth_user": t[-2], "status": t[-1], "time": t[5],
+    }
+
+
+def test_xferlog_has_one_line_per_transfer(make_ferry):
+    f = make_ferry("xfer")
+    alice = f.add_user("alice")
+    s = f.serve("limits.failed_login_delay_ms=50")
+    try:
+        ftp = s.ftp(alice)
+        ftp_stor(ftp, "up1.bin", b"a" * 1000)
+        ftp_stor(ftp, "up2.bin", b"b" * 2345)
+        assert ftp_retr(ftp, "up1.bin") == b"a" * 1000
+        ftp.retrlines("LIST", lambda _l: None)  # listings are not file transfers
+        ftp.quit()
+        log = f.xferlog
+        lines = wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 3 and
+                           log.read_text().splitlines(), 10, 0.2, "3 lines in logs/xferlog")
+        time.sleep(0.5)
+        lines = log.read_text().splitlines()
+        assert len(lines) == 3, lines
+        recs = [parse_xferlog(l) for l in lines]
+        expect = [("up1.bin", 1000, "i"), ("up2.bin", 2345, "i"), ("up1.bin", 1000, "o")]
+        for rec, (name, size, direction) in zip(recs, expect):
+            assert rec["file"].endswith(name), rec
+            assert rec["bytes"] == size, rec
+            assert rec["direction"] == direction, rec
+            assert rec["host"] == "127.0.0.1", rec
+            assert rec["user"] == "alice", rec
+            assert rec["type"] == "b", rec
+            assert rec["status"] == "c", rec
+            assert rec["time"].isdigit(), rec
+    finally:
+        s.stop()
+
+
+def test_first_start_creates_admin_once(make_ferry):
+    f = make_ferry("first")
+    s = f.serve()
+    try:
+        assert any(l.startswith("created user admin") for l in s.stdout_lines), s.stdout_lines
+        assert "admin" in {u["name"] for u in f.list_users()}
+    finally:
+        assert s.stop() == 0
+    s2 = f.serve()
+    try:
+        time.sleep(0.3)
+        assert not any(l.startswith("created user admin") for l in s2.stdout_lines), s2.stdout_lines
+    finally:
+        s2.stop()
+
+
+def test_no_admin_created_when_users_exist(make_ferry):
+    f = make_ferry("first")
+    f.add_user("alice")
+    s = f.serve()
+    try:
+        time.sleep(0.3)
+        assert not any(l.startswith("created user admin") for l in s.stdout_lines), s.stdout_lines
+        assert {u["name"] for u in f.list_users()} == {"alice"}
+    finally:
+        s.stop()
+
+
+def test_unknown_config_key_is_an_error(make_ferry):
+    f = make_ferry("badcfg")
+    lo, hi = passive_range()
+    p = subprocess.run([FERRY_BIN, "serve", "--data-dir", str(f.data_dir), "--listen", f"{HOST}:0",
+                        "--passive-ports", f"{lo}-{hi}", "--set", "limits.no_such_key=1"],
+                       capture_output=True, text=True, timeout=15, stdin=subprocess.DEVNULL)
+    assert p.returncode != 0
+    assert "no_such_key" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_exits_0_with_idle_sessions(make_ferry, sig):
+    f = make_ferry("sig")
+    alice = f.add_user("alice")
+    s = f.serve("limits.failed_login_delay_ms=50")
+    c = s.ctrl(alice)
+    try:
+        t0 = time.monotonic()
+        code = s.stop(sig, timeout=30)
+        assert code == 0, f"exit code after {sig.name}: {code}\n{s.stderr_tail()}"
+        assert time.monotonic() - t0 < 15, "idle sessions held up shutdown"
+        # the idle session is told or simply closed; it is not left hanging
+        try:
+            r = c.reply()
+            assert r.code == 421, r
+        except Exception:
+            pass
+        assert c.reads_eof(5)
+    finally:
+        c.close()
+    # the listener is gone
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((s.host, s.port), timeout=3).close()
+
+
+@pytest.mark.timeout(180)
+def test_sigterm_during_upload_exits_0_and_partial_resumes(make_ferry, tmp_path):
+    f = make_ferry("sigup")
+    alice = f.add_user("alice")
+    s = f.serve("limits.failed_login_delay_ms=50")
+    src = tmp_path / "src"
+    size = 16 << 20
+    digest = write_random(src, size)
+    url = s.url("upload.bin")
+    baseline = dir_sizes(alice.home)
+    p = curl_popen("-u", f"{alice.name}:{alice.password}", "--limit-rate", "1M", "-T", str(src), url)
+    try:
+        wait_until(lambda: dir_growth(alice.home, baseline) >= 1 << 20, 60, 0.05, "1 MiB uploaded")
+        s.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert p.poll() is None or p.returncode != 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+    code = s.stop(timeout=60)
+    assert code == 0, f"exit code after SIGTERM during an upload: {code}\n{s.stderr_tail()}"
+    s2 = f.serve("limits.failed_login_delay_ms=50")
+    try:
+        ftp = s2.ftp(alice)
+        ftp.voidcmd("TYPE I")
+        n = ftp_size(ftp, "upload.bin")
+        ftp.quit()
+        assert 0 < n < size, n
+        assert (alice.home / "upload.bin").read_bytes() == src.read_bytes()[:n]
+        assert not [x for x in os.listdir(alice.home) if x.startswith(".ferry-")], os.listdir(alice.home)
+        curl("-u", f"{alice.name}:{alice.password}", "-C", "-", "-T", str(src), s2.url("upload.bin"))
+        assert sha256_file(alice.home / "upload.bin") == digest
+        u = f.user_info("alice")
+        assert u["used_bytes"] == size and u["reserved_bytes"] == 0, u
+    finally:
+        s2.stop()
