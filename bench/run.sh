@@ -40,7 +40,7 @@ usage() {
   cat <<EOF
 usage: bench/run.sh [options] [-- extra bench.py options]
 
-  --quick            smoke mode (~3 min): 64 MiB transfers x1, 100 logins, 20 clients x 3 rounds,
+  --quick            smoke mode (~30 s plus the build): 64 MiB transfers x1, 100 logins, 20 clients x 3 rounds,
                      200 small files, idle 200; 1 run
   --runs N           runs (each: Ferry on a fresh data dir, then the peers); default 1
   --workloads LIST   bench.py workloads (retr,stor,login,sessions,smallfiles,idle,tls_retr,
@@ -153,7 +153,7 @@ stop_bench() {
     # bench.py runs in its own process group (job control): SIGINT there ends bench.py
     # (its finally-blocks stop the peer it started) and its curl/ftpload children
     kill -INT -- "-$pid" 2>/dev/null || true
-    for ((i = 0; i < 150; i++)); do alive "$pid" || break; sleep 0.1; done
+    for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.1; done
     alive "$pid" && kill -TERM -- "-$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || true
@@ -169,7 +169,7 @@ cleanup() {
   fi
   [[ -n "$WORKDIR" && -d "$WORKDIR" ]] && rm -rf -- "$WORKDIR"
   if ((rc != 0)); then
-    log "failed (exit $rc) after $((SECONDS - T0)) s; partial results in ${RES#"$REPO"/}"
+    log "failed (exit $rc) after $((SECONDS - T0)) s$([[ -d "$RES" ]] && echo "; partial results in ${RES#"$REPO"/}")"
   fi
   exit "$rc"
 }
@@ -184,7 +184,10 @@ run_bench() { # OUT_DIR bench.py-args...
   mkdir -p "$out"
   local rc=0
   set -m
-  python3 "$HARNESS/bench.py" --out "$out" "$@" >"$out/stdout.md" 2> >(tee -a "$RES/bench.log" >&2) &
+  # --default-signal: a SIGINT ignored by whoever started us (e.g. a background job) would
+  # otherwise be inherited, and bench.py could not be interrupted cleanly
+  env --default-signal=INT python3 "$HARNESS/bench.py" --out "$out" "$@" >"$out/stdout.md" \
+    2> >(tee -a "$RES/bench.log" >&2) &
   BENCH_PID=$!
   set +m
   wait "$BENCH_PID" || rc=$?
@@ -224,6 +227,10 @@ start_ferry() { # LABEL
 need_setup=$FORCE_SETUP
 [[ -x "$W/bin/ftpload" ]] || need_setup=1
 id bench >/dev/null 2>&1 || need_setup=1
+KNOWN_PEERS=",$(python3 "$HARNESS/peer.py" list | awk '{print $1}' | paste -sd,),"
+for p in "${PEER_LIST[@]}"; do
+  [[ "$KNOWN_PEERS" == *",$p,"* ]] || die "unknown peer $p (known: ${KNOWN_PEERS:1:-1})"
+done
 peer_installed() { python3 "$HARNESS/peer.py" list 2>/dev/null | grep -E "^$1 +port " | grep -qv "NOT installed"; }
 for p in "${PEER_LIST[@]}"; do peer_installed "$p" || need_setup=1; done
 if ((need_setup)); then
@@ -233,7 +240,7 @@ if ((need_setup)); then
   SKIP_UNFTP="${SKIP_UNFTP:-$skip_unftp}" bash "$HARNESS/setup.sh"
 fi
 for p in "${PEER_LIST[@]}"; do
-  peer_installed "$p" || die "peer $p is not installed (known: $(python3 "$HARNESS/peer.py" list | awk '{print $1}' | paste -sd,))"
+  peer_installed "$p" || die "peer $p is not installed (setup.sh failed for it?)"
 done
 
 if ((BUILD)); then

@@ -492,7 +492,9 @@ impl Session {
             }
         };
         tracing::trace!(cmd = %commands::verb_of(&cmd), "command");
-        commands::dispatch(self, cmd).await
+        // Boxed: the handlers' state lives on the heap only while a command runs, so an idle
+        // session's task stays small.
+        Box::pin(commands::dispatch(self, cmd)).await
     }
 
     /// The control connection is gone: abort a running transfer (a killed client must not turn a

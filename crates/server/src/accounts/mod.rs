@@ -655,7 +655,15 @@ impl Accounts {
         let user = user_from_row(&row).map_err(|e| internal(&e))?;
         let phc: String = row.try_get("phc").map_err(|e| internal(&e))?;
 
-        let cached = hasher.cached(name, password, &phc);
+        let mut cached = hasher.cached(name, password, &phc);
+        let _flight = if cached {
+            None
+        } else {
+            // Parallel first logins of one user: one verifies, the others then find the cache.
+            let flight = hasher.single_flight(name).await;
+            cached = hasher.cached(name, password, &phc);
+            Some(flight)
+        };
         if !cached {
             let ok = hasher
                 .verify(password, &phc)
@@ -895,6 +903,26 @@ mod tests {
         // Clones share the cache.
         acc.clone().authenticate("alice", "right").await.unwrap();
         assert_eq!(acc.hash_verifications(), after_first + 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_first_logins_of_one_user_verify_the_password_once() {
+        let (_dir, acc) = open_temp().await;
+        acc.add_user(new_user("alice", "right")).await.unwrap();
+        let logins: Vec<_> = (0..16)
+            .map(|_| {
+                let acc = acc.clone();
+                tokio::spawn(async move { acc.authenticate("alice", "right").await })
+            })
+            .collect();
+        for login in logins {
+            login.await.unwrap().unwrap();
+        }
+        assert_eq!(acc.hash_verifications(), 1);
+        assert!(
+            acc.inner.hasher.inflight.lock().unwrap().is_empty(),
+            "in-flight map leaks entries"
+        );
     }
 
     #[tokio::test]

@@ -66,6 +66,35 @@ pub(super) struct Hasher {
     ttl: Duration,
     capacity: usize,
     verifications: Arc<AtomicU64>,
+    /// One lock per user name with a verification in flight: parallel first logins of one user
+    /// wait for the first verification (and then hit the cache) instead of each paying argon2.
+    pub(super) inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Held while a user's password is being verified; see [`Hasher::single_flight`].
+pub(super) struct Flight<'a> {
+    hasher: &'a Hasher,
+    name: String,
+    lock: Option<Arc<tokio::sync::Mutex<()>>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let lock = self.lock.take();
+        let mut map = self
+            .hasher
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Remove the entry when nobody else holds or waits for it (the map and us).
+        if let Some(lock) = lock {
+            if Arc::strong_count(&lock) == 2 {
+                map.remove(&self.name);
+            }
+        }
+    }
 }
 
 impl Hasher {
@@ -80,6 +109,22 @@ impl Hasher {
             ttl: CACHE_TTL,
             capacity: CACHE_CAPACITY,
             verifications: Arc::new(AtomicU64::new(0)),
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits until no other verification for `name` runs, and holds that place until dropped.
+    pub(super) async fn single_flight(&self, name: &str) -> Flight<'_> {
+        let lock = {
+            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(map.entry(name.to_owned()).or_default())
+        };
+        let guard = Arc::clone(&lock).lock_owned().await;
+        Flight {
+            hasher: self,
+            name: name.to_owned(),
+            lock: Some(lock),
+            guard: Some(guard),
         }
     }
 
