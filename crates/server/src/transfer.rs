@@ -156,18 +156,20 @@ pub async fn send_listing(ctx: Ctx, plan: DataPlan, bytes: Vec<u8>) -> Reply {
     }
 }
 
-/// Sends `file` from `offset` to its end.
+/// Sends `file` from `offset` to `end` (exclusive; default its end).
 pub async fn download(
     ctx: Ctx,
     plan: DataPlan,
     file: std::fs::File,
     offset: u64,
+    end: Option<u64>,
     path: String,
 ) -> Reply {
     let started = Instant::now();
     let result: Result<u64, Failure> = async {
         let stream = ctx.connect(plan).await?;
-        let end = file.metadata().map_err(Failure::Disk)?.len();
+        let size = file.metadata().map_err(Failure::Disk)?.len();
+        let end = end.map_or(size, |e| e.min(size));
         let mut pos = offset;
         while pos < end {
             let count = usize::try_from(end - pos)

@@ -93,7 +93,13 @@ pub fn rest(s: &mut Session, offset: u64) -> Reply {
 
 /// `RETR path`.
 pub async fn retr(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
-    let offset = std::mem::take(&mut s.st.rest);
+    // RANG a b (draft-bryan-ftp-range, end inclusive) or REST n; each applies to one transfer.
+    let range = s.st.rang.take();
+    let rest = std::mem::take(&mut s.st.rest);
+    let (offset, end) = match range {
+        Some((a, b)) => (a, Some(b.saturating_add(1))),
+        None => (rest, None),
+    };
     let login = logged_in(s)?;
     require(login.user.perms.read)?;
     let target = resolve(s, path)?;
@@ -108,15 +114,13 @@ pub async fn retr(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
         ));
     }
     let mode = if s.st.ascii { "ASCII" } else { "BINARY" };
-    let text = format!(
-        "Opening {mode} mode data connection for {target} ({} bytes)",
-        size - offset
-    );
+    let len = end.map_or(size, |e| e.min(size)) - offset;
+    let text = format!("Opening {mode} mode data connection for {target} ({len} bytes)");
     let vpath = target.to_string();
     spawn(
         s,
         format!("RETR {target} ({})", format_size(size)),
-        move |ctx, plan| transfer::download(ctx, plan, file, offset, vpath),
+        move |ctx, plan| transfer::download(ctx, plan, file, offset, end, vpath),
     );
     Ok(Reply::new(150, text))
 }
@@ -125,6 +129,11 @@ pub async fn retr(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
 pub async fn stor(s: &mut Session, path: &str, mode: StoreMode) -> Result<Reply, CommandError> {
     let target = resolve(s, path)?;
     let offset = std::mem::take(&mut s.st.rest);
+    if s.st.rang.take().is_some() {
+        return Err(CommandError::NotSupported(
+            "RANG applies to RETR and HASH only".into(),
+        ));
+    }
     store(s, target, mode, offset, None).await
 }
 
