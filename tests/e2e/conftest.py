@@ -48,6 +48,16 @@ def make_ferry(ferry_bin, tmp_path_factory):
     for f in made:
         for s in f.servers:
             s.stop(timeout=15)
+    # pytest keeps the last runs' temp dirs: drop the big payloads, keep logs and small files
+    for f in made:
+        for dirpath, _dirs, files in os.walk(f.data_dir):
+            for name in files:
+                p = os.path.join(dirpath, name)
+                try:
+                    if os.lstat(p).st_size > (4 << 20):
+                        os.unlink(p)
+                except OSError:
+                    pass
 
 
 @pytest.fixture(scope="module")

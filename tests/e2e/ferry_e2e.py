@@ -184,6 +184,19 @@ class Ferry:
 LIVE_SERVERS: list["Server"] = []
 
 
+try:  # resolved here, not in the forked child: the child must not import or take locks
+    import ctypes
+    _PRCTL = ctypes.CDLL(None).prctl
+except Exception:  # noqa: BLE001
+    _PRCTL = None
+
+
+def _die_with_parent():
+    """In the child before exec: get SIGTERM if the test runner dies, so no server outlives it."""
+    if _PRCTL is not None:
+        _PRCTL(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
+
+
 class Server:
     def __init__(self, ferry: Ferry, sets, extra_args=()):
         self.ferry = ferry
@@ -209,7 +222,7 @@ class Server:
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=self._stderr_file, env=env)
+                                     stderr=self._stderr_file, env=env, preexec_fn=_die_with_parent)
         LIVE_SERVERS.append(self)
         t = threading.Thread(target=self._read_stdout, daemon=True)
         t.start()
@@ -534,6 +547,31 @@ def ftp_retr(ftp: ftplib.FTP, path: str, rest: int | None = None) -> bytes:
 def ftp_stor(ftp: ftplib.FTP, path: str, data: bytes, rest: int | None = None, verb: str = "STOR") -> str:
     import io
     return ftp.storbinary(f"{verb} {path}", io.BytesIO(data), rest=rest)
+
+
+def ftp_stor_reply(ftp: ftplib.FTP, path: str, data: bytes, rest: int | None = None, verb: str = "STOR",
+                   chunk: int = 64 << 10) -> str:
+    """Upload and return the final reply text whatever it is (226, 552, ...). Unlike
+    storbinary, a server that closes the data connection early (quota exceeded) does not
+    turn into a BrokenPipeError: the control reply is still read."""
+    ftp.voidcmd("TYPE I")
+    try:
+        conn = ftp.transfercmd(f"{verb} {path}", rest)
+    except ftplib.error_perm as e:
+        return str(e)
+    except ftplib.error_temp as e:
+        return str(e)
+    try:
+        for i in range(0, len(data), chunk):
+            conn.sendall(data[i:i + chunk])
+    except OSError:
+        pass
+    finally:
+        conn.close()
+    try:
+        return ftp.voidresp()
+    except ftplib.all_errors as e:
+        return str(e)
 
 
 def ftp_size(ftp: ftplib.FTP, path: str) -> int:

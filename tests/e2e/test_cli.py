@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -143,3 +144,50 @@ def test_user_commands_work_while_server_runs(make_ferry):
         assert s.running()
     finally:
         s.stop()
+
+
+def test_user_cli_works_during_heavy_uploads(make_ferry):
+    """`ferry user ...` shares the SQLite database with a busy server: no 'database is locked'."""
+    import threading
+
+    from ferry_e2e import disk_usage_bytes, ftp_stor
+
+    f = make_ferry("cli-busy")
+    users = [f.add_user(f"w{i}", None, "--quota", "100MiB") for i in range(4)]
+    s = f.serve("limits.failed_login_delay_ms=50")
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def uploader(u):
+        try:
+            ftp = s.ftp(u)
+            i = 0
+            while not stop.is_set() and i < 400:
+                ftp_stor(ftp, f"f{i}.bin", os.urandom(1000 + i))
+                i += 1
+            ftp.quit()
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"{u.name}: {e!r}")
+
+    threads = [threading.Thread(target=uploader, args=(u,), daemon=True) for u in users]
+    for t in threads:
+        t.start()
+    try:
+        for k in range(15):
+            p = f.user_cmd("list", "--json", check=False)
+            assert p.returncode == 0, f"`user list` during uploads failed: {p.stderr}"
+            json.loads(p.stdout)
+            p = f.user_cmd("quota", "w0", f"{100 + k}MiB", check=False)
+            assert p.returncode == 0, f"`user quota` during uploads failed: {p.stderr}"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not errors, errors
+    time.sleep(0.5)
+    for u in users:
+        info = f.user_info(u.name)
+        assert info["reserved_bytes"] == 0, info
+        assert info["used_bytes"] == disk_usage_bytes(u.home), info
+        assert info["used_files"] == len(os.listdir(u.home)), info
+    s.stop()

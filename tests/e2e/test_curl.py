@@ -77,7 +77,7 @@ def test_curl_100mib_upload_and_download_are_byte_identical(srv, wd, uniq, tmp_p
     os.unlink(out)
     # the digest was remembered during the upload: HASH agrees
     p = curl(*cred(srv.alice), "-v", "-l", "-Q", f"HASH {uniq}/big.bin", srv.server.url(uniq + "/"))
-    assert any(r.startswith(f"213 SHA-256 0-{size} {digest}") for r in curl_replies(p.stderr)), \
+    assert any(r.startswith(f"213 SHA-256 0-{size - 1} {digest}") for r in curl_replies(p.stderr)), \
         curl_replies(p.stderr)
 
 
@@ -114,7 +114,7 @@ def test_curl_quote_size_and_hash(srv, wd, uniq, tmp_path):
     assert "213 65536" in replies, replies
     hash_lines = [r for r in replies if r.startswith("213 SHA-256 ")]
     assert hash_lines, replies
-    m = re.fullmatch(r"213 SHA-256 0-65536 ([0-9a-f]{64}) (.+)", hash_lines[0])
+    m = re.fullmatch(r"213 SHA-256 0-65535 ([0-9a-f]{64}) (.+)", hash_lines[0])
     assert m and m.group(1) == digest and m.group(2).endswith(name), hash_lines[0]
     assert f"250 {digest}" in replies, replies
 

@@ -182,6 +182,9 @@ def test_mkd_reply_doubles_quotes_in_path(ftp, wd, uniq):
     r = ftp.sendcmd('MKD say"hi"')
     assert r.startswith(f'257 "/{uniq}/say""hi"""'), r
     assert (wd / 'say"hi"').is_dir()
+    ftp.cwd('say"hi"')
+    assert ftp.sendcmd("PWD").startswith(f'257 "/{uniq}/say""hi"""')
+    assert ftp.pwd() == f'/{uniq}/say"hi"'
 
 
 def test_dele_rnfr_rnto(ftp, wd):
@@ -545,8 +548,8 @@ def test_hash_of_uploaded_file_is_sha256_by_default(ftp, wd):
     data = os.urandom(100_000)
     ftp_stor(ftp, "h.bin", data)
     r = ftp.sendcmd("HASH h.bin")
-    m = re.fullmatch(r"213 SHA-256 0-100000 ([0-9a-f]{64}) (.+)", r)
-    assert m, f"expected '213 SHA-256 0-100000 <hex> h.bin', got {r!r}"
+    m = re.fullmatch(r"213 SHA-256 0-99999 ([0-9a-f]{64}) (.+)", r)
+    assert m, f"expected '213 SHA-256 0-99999 <hex> h.bin' (end inclusive, as in the draft), got {r!r}"
     assert m.group(1) == sha256_bytes(data)
     assert m.group(2).endswith("h.bin")
 
@@ -555,7 +558,7 @@ def test_hash_of_file_not_uploaded_through_ftp(ftp, wd):
     data = os.urandom(54_321)
     (wd / "planted.bin").write_bytes(data)
     r = ftp.sendcmd("HASH planted.bin")
-    assert re.fullmatch(rf"213 SHA-256 0-54321 {sha256_bytes(data)} (/.*/)?planted\.bin", r), r
+    assert re.fullmatch(rf"213 SHA-256 0-54320 {sha256_bytes(data)} (/.*/)?planted\.bin", r), r
 
 
 def test_hash_of_empty_file(ftp, wd):
@@ -581,7 +584,7 @@ def test_opts_hash_selects_algorithm(ftp, wd, algo):
     assert ftp.sendcmd(f"OPTS HASH {algo}") == f"200 {algo}"
     assert ftp.sendcmd("OPTS HASH") == f"200 {algo}"
     r = ftp.sendcmd("HASH alg.bin")
-    m = re.fullmatch(rf"213 {re.escape(algo)} 0-77777 ([0-9a-fA-F]+) (.*)", r)
+    m = re.fullmatch(rf"213 {re.escape(algo)} 0-77776 ([0-9a-fA-F]+) (.*)", r)
     assert m, r
     assert m.group(1).lower() == ALGOS[algo](data)
 
@@ -604,7 +607,7 @@ def test_rang_then_hash_covers_inclusive_range(ftp, wd):
     assert sha256_bytes(data[:1]) in ftp.sendcmd("HASH rg.bin")
     assert ftp.sendcmd("RANG 1 0").startswith("350")  # reset
     r = ftp.sendcmd("HASH rg.bin")
-    assert r.startswith("213 SHA-256 0-10000 " + sha256_bytes(data)), r
+    assert r.startswith("213 SHA-256 0-9999 " + sha256_bytes(data)), r
     assert ftp_try(ftp, "RANG 5 2")[0] == 501
 
 
@@ -695,3 +698,182 @@ def test_read_only_user_cannot_modify(srv):
         assert sorted(os.listdir(home)) == ["ro.txt", "rodir"]
     finally:
         f.close()
+
+
+# ------------------------------------------------------------------ more edge cases
+
+
+def test_hash_follows_appe_and_rest_stor(ftp, wd):
+    ftp_stor(ftp, "grow.bin", b"a" * 1000)
+    assert sha256_bytes(b"a" * 1000) in ftp.sendcmd("HASH grow.bin")
+    ftp_stor(ftp, "grow.bin", b"b" * 500, verb="APPE")
+    r = ftp.sendcmd("HASH grow.bin")
+    assert r.startswith(f"213 SHA-256 0-1499 {sha256_bytes(b'a' * 1000 + b'b' * 500)}"), r
+    ftp.voidcmd("TYPE I")
+    ftp_stor(ftp, "grow.bin", b"c" * 700, rest=1000)
+    r = ftp.sendcmd("HASH grow.bin")
+    assert r.startswith(f"213 SHA-256 0-1699 {sha256_bytes(b'a' * 1000 + b'c' * 700)}"), r
+    assert (wd / "grow.bin").read_bytes() == b"a" * 1000 + b"c" * 700
+
+
+def test_stor_into_missing_directory_is_550(ftp, wd):
+    with pytest.raises(ftplib.error_perm, match="^55[03]"):
+        ftp_stor(ftp, "no/such/dir/f.bin", b"x")
+    assert not (wd / "no").exists()
+    assert ftp.sendcmd("NOOP").startswith("200")
+
+
+def test_non_utf8_name_on_disk_does_not_break_listings(ftp, wd):
+    os.close(os.open(os.fsencode(str(wd)) + b"/bad-\xff\xfe-name", os.O_CREAT | os.O_WRONLY, 0o644))
+    (wd / "good.txt").write_bytes(b"g")
+    lines: list[str] = []
+    ftp.retrlines("LIST", lines.append)
+    assert any(l.endswith("good.txt") for l in lines), lines
+    assert len([l for l in lines if l.strip()]) == 2, lines
+    names = ftp.nlst()
+    assert "good.txt" in names and len(names) == 2, names
+    entries = dict(ftp.mlsd())
+    assert "good.txt" in entries and len([n for n in entries if entries[n].get("type") == "file"]) == 2
+
+
+def test_mlst_without_argument_describes_current_directory(ftp, wd):
+    r = ftp.sendcmd("MLST")
+    lines = r.splitlines()
+    assert lines[0].startswith("250-") and lines[-1].startswith("250"), r
+    assert re.search(r"type=(cdir|dir);", lines[1], re.I), r
+
+
+def test_list_of_single_file(ftp, wd):
+    (wd / "only.txt").write_bytes(b"12345")
+    lines: list[str] = []
+    ftp.retrlines("LIST only.txt", lines.append)
+    lines = [l for l in lines if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("-") and lines[0].endswith("only.txt"), lines
+    assert " 5 " in lines[0]
+
+
+def test_pasv_reply_announces_the_control_address(ftp):
+    r = ftp.sendcmd("PASV")
+    assert re.search(r"\(127,0,0,1,\d+,\d+\)", r), r
+    port = _pasv_port(ftp)
+    assert 1024 <= port, port
+
+
+def test_passive_ports_come_from_the_configured_range(srv, ftp):
+    for _ in range(5):
+        port = _pasv_port(ftp)
+        assert srv.server.pasv_lo <= port <= srv.server.pasv_hi, (port, srv.server.pasv_lo, srv.server.pasv_hi)
+    r = ftp.sendcmd("EPSV")
+    port = int(re.search(r"\(\|\|\|(\d+)\|\)", r).group(1))
+    assert srv.server.pasv_lo <= port <= srv.server.pasv_hi
+
+
+def test_rename_directory_and_over_existing_file(ftp, wd):
+    ftp.mkd("d1")
+    (wd / "d1" / "in.txt").write_bytes(b"in")
+    ftp.rename("d1", "d2")
+    assert (wd / "d2" / "in.txt").read_bytes() == b"in" and not (wd / "d1").exists()
+    (wd / "x.txt").write_bytes(b"x")
+    assert ftp.sendcmd("RNFR x.txt").startswith("350")
+    code, text = ftp_try(ftp, "RNTO d2")  # onto a directory name
+    assert code in (250, 550, 553), text
+    assert (wd / "d2" / "in.txt").read_bytes() == b"in"
+
+
+def test_hash_is_not_stale_after_rename_over_file(ftp, wd):
+    ftp_stor(ftp, "a.bin", b"a" * 1000)
+    ftp_stor(ftp, "b.bin", b"b" * 1000)  # same size, probably the same second
+    assert sha256_bytes(b"a" * 1000) in ftp.sendcmd("HASH a.bin")
+    ftp.rename("b.bin", "a.bin")
+    r = ftp.sendcmd("HASH a.bin")
+    assert sha256_bytes(b"b" * 1000) in r, f"HASH after a rename over the file is stale: {r}"
+    ftp.delete("a.bin")
+    ftp_stor(ftp, "a.bin", b"c" * 1000)
+    r = ftp.sendcmd("HASH a.bin")
+    assert sha256_bytes(b"c" * 1000) in r, f"HASH after delete + upload is stale: {r}"
+
+
+def test_zero_byte_upload_over_existing_file_empties_it(ftp, wd):
+    (wd / "z.bin").write_bytes(b"z" * 1000)
+    assert ftp_stor(ftp, "z.bin", b"").startswith("226")
+    assert (wd / "z.bin").read_bytes() == b""
+    assert ftp.sendcmd("SIZE z.bin") == "213 0"
+
+
+def test_rang_applies_to_retr_as_advertised(srv, wd, uniq):
+    """FEAT advertises 'RANG STREAM' (draft-bryan-ftp-range): RANG a b + RETR sends bytes a..b."""
+    data = os.urandom(5000)
+    (wd / "rr.bin").write_bytes(data)
+    c = srv.server.ctrl(srv.alice)
+    try:
+        c.expect("TYPE I", 200)
+        c.expect("RANG 100 199", 350)
+        assert c.retr(f"/{uniq}/rr.bin") == data[100:200]
+        assert c.retr(f"/{uniq}/rr.bin") == data, "the range must apply to one transfer only"
+    finally:
+        c.close()
+
+
+def test_repeated_pasv_does_not_exhaust_the_port_range(srv, ftp, wd):
+    n = (srv.server.pasv_hi - srv.server.pasv_lo + 1) + 50
+    for i in range(n):
+        r = ftp.sendcmd("PASV")
+        assert r.startswith("227"), f"PASV #{i + 1} of {n}: {r}"
+    (wd / "after.bin").write_bytes(b"ok")
+    assert ftp_retr(ftp, "after.bin") == b"ok"
+
+
+def test_epsv_with_protocol_argument(ftp):
+    assert ftp.sendcmd("EPSV 1").startswith("229")
+    assert ftp_try(ftp, "EPSV 2")[0] == 522
+    assert ftp_try(ftp, "EPSV 7")[0] == 522
+
+
+def test_long_and_exotic_names_work(ftp, wd):
+    names = ["n" * 255, "😀 emoji.txt", "semi;colon", "star*quest?", "#hash%20pct", "tab\there", "-dash-first"]
+    for name in names:
+        ftp_stor(ftp, name, name.encode())
+        assert (wd / name).read_bytes() == name.encode(), name
+        assert ftp_retr(ftp, name) == name.encode(), name
+    assert sorted(ftp.nlst()) == sorted(names)
+    ftp.mkd("d" * 255)
+    assert ftp.sendcmd(f"CWD {'d' * 255}/").startswith("250")
+
+
+def test_cwd_with_trailing_slash_and_dot_segments(ftp, wd, uniq):
+    ftp.mkd("t")
+    assert ftp.sendcmd("CWD t/").startswith("250")
+    assert pwd_of(ftp.sendcmd("PWD")) == f"/{uniq}/t"
+    assert ftp.sendcmd("CWD ./../t/./..").startswith("250")
+    assert pwd_of(ftp.sendcmd("PWD")) == f"/{uniq}"
+    assert ftp.sendcmd(f"CWD //{uniq}//t").startswith("250")
+    assert pwd_of(ftp.sendcmd("PWD")) == f"/{uniq}/t"
+
+
+def test_name_clashes_between_files_and_directories(ftp, wd):
+    ftp.mkd("adir")
+    (wd / "afile").write_bytes(b"f")
+    with pytest.raises(ftplib.error_perm, match="^55[03]"):
+        ftp_stor(ftp, "adir", b"x")
+    assert (wd / "adir").is_dir()
+    assert ftp_try(ftp, "MKD afile")[0] == 550
+    assert ftp_try(ftp, "RMD afile")[0] == 550
+    assert (wd / "afile").read_bytes() == b"f"
+    assert ftp_try(ftp, "CWD afile")[0] == 550
+
+
+def test_help_for_a_command(ftp):
+    assert ftp.sendcmd("HELP STOR").startswith("214")
+    assert ftp.sendcmd("HELP").startswith("214")
+
+
+def test_large_directory_listing(ftp, wd):
+    for i in range(3000):
+        (wd / f"f{i:05d}").write_bytes(b"")
+    t0 = time.monotonic()
+    lines: list[str] = []
+    ftp.retrlines("LIST", lines.append)
+    assert len(lines) == 3000
+    assert len(ftp.nlst()) == 3000
+    assert len([e for e in ftp.mlsd() if e[1].get("type") == "file"]) == 3000
+    assert time.monotonic() - t0 < 20

@@ -114,17 +114,20 @@ def test_killed_overwrite_leaves_old_file_intact(srv, wd, uniq, tmp_path):
         f.close()
 
 
+DL_SIZE = 48 << 20  # curl reads what the socket buffers hold (~10 MiB on loopback) before it throttles
+
+
 def test_killed_download_resumes_with_curl(srv, wd, uniq, tmp_path):
-    digest = write_random(wd / "dl.bin", SIZE)
+    digest = write_random(wd / "dl.bin", DL_SIZE)
     out = tmp_path / "dl.out"
     p = curl_popen(*cred(srv.alice), "--limit-rate", RATE, "-o", str(out), srv.server.url(f"{uniq}/dl.bin"))
     kill_when(p, lambda: out.exists() and out.stat().st_size >= KILL_AFTER, 60, "1 MiB downloaded")
     n = out.stat().st_size
-    assert KILL_AFTER <= n < SIZE, n
+    assert KILL_AFTER <= n < DL_SIZE, n
     curl(*cred(srv.alice), "-C", "-", "-o", str(out), srv.server.url(f"{uniq}/dl.bin"))
     assert sha256_file(out) == digest
     # the server is not disturbed by the killed download
-    assert (wd / "dl.bin").stat().st_size == SIZE
+    assert (wd / "dl.bin").stat().st_size == DL_SIZE
 
 
 def test_upload_killed_twice_still_resumes_to_identical_file(srv, wd, uniq, tmp_path):
@@ -174,6 +177,25 @@ def test_stalled_upload_times_out_and_keeps_partial(stall_srv):
         r = c.stor("stalled.bin", payload[100_000:])
         assert r.code == 226, r
         assert (alice.home / "stalled.bin").read_bytes() == payload
+    finally:
+        c.close()
+
+
+def test_stalled_overwrite_keeps_old_file(stall_srv):
+    s, alice = stall_srv
+    old = os.urandom(200_000)
+    (alice.home / "stall-old.bin").write_bytes(old)
+    c = s.ctrl(alice, timeout=20)
+    try:
+        c.expect("TYPE I", 200)
+        data = c.pasv()
+        c.expect("STOR stall-old.bin", 150, 125)
+        data.sendall(os.urandom(50_000))
+        r = c.reply()
+        assert r.code in (426, 451), f"a stalled upload should end with 426/451, got {r}"
+        data.close()
+        assert c.cmd("SIZE stall-old.bin").text == "213 200000"
+        assert (alice.home / "stall-old.bin").read_bytes() == old
     finally:
         c.close()
 

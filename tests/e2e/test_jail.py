@@ -160,9 +160,10 @@ def test_reads_through_symlink_to_outside_fail(c, cmd):
 def test_commands_through_symlink_to_outside_fail(c, cmd):
     r = c.cmd(cmd)
     assert r.code == 550, f"{cmd} -> {r}"
-    assert "root:" not in r.text and "outside-secret" not in r.text and "subdir" not in r.text
-    assert hashlib.sha256(SECRET).hexdigest() not in r.text.lower()
-    assert hashlib.md5(SECRET).hexdigest() not in r.text.lower()
+    text = r.text.replace(cmd.split(" ", 1)[1], "<path>")  # the reply may echo our own path
+    assert "root:" not in text and "outside-secret" not in text and "subdir" not in text, r
+    assert hashlib.sha256(SECRET).hexdigest() not in text.lower()
+    assert hashlib.md5(SECRET).hexdigest() not in text.lower()
     assert pwd(c) == "/"
 
 

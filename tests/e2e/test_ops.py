@@ -41,13 +41,28 @@ def test_xferlog_has_one_line_per_transfer(make_ferry):
         assert ftp_retr(ftp, "up1.bin") == b"a" * 1000
         ftp.retrlines("LIST", lambda _l: None)  # listings are not file transfers
         ftp.quit()
+        # an aborted download is a transfer too: logged as incomplete
+        write_random(alice.home / "big.bin", 32 << 20)
+        c = s.ctrl(alice)
+        c.expect("TYPE I", 200)
+        data = c.pasv()
+        c.expect("RETR big.bin", 150, 125)
+        data.settimeout(10)
+        data.recv(65536)
+        c.sendraw(b"ABOR\r\n")
+        c.expect_reply(426, 226)
+        data.close()
+        c.close()
         log = f.xferlog
-        lines = wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 3 and
-                           log.read_text().splitlines(), 10, 0.2, "3 lines in logs/xferlog")
+        lines = wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 4 and
+                           log.read_text().splitlines(), 10, 0.2, "4 lines in logs/xferlog")
         time.sleep(0.5)
         lines = log.read_text().splitlines()
-        assert len(lines) == 3, lines
+        assert len(lines) == 4, lines
         recs = [parse_xferlog(l) for l in lines]
+        last = recs.pop()
+        assert last["file"].endswith("big.bin") and last["direction"] == "o" and last["status"] == "i", last
+        assert 0 < last["bytes"] < 32 << 20, last
         expect = [("up1.bin", 1000, "i"), ("up2.bin", 2345, "i"), ("up1.bin", 1000, "o")]
         for rec, (name, size, direction) in zip(recs, expect):
             assert rec["file"].endswith(name), rec
@@ -160,5 +175,78 @@ def test_sigterm_during_upload_exits_0_and_partial_resumes(make_ferry, tmp_path)
         assert sha256_file(alice.home / "upload.bin") == digest
         u = f.user_info("alice")
         assert u["used_bytes"] == size and u["reserved_bytes"] == 0, u
+    finally:
+        s2.stop()
+
+
+def test_sigterm_lets_a_running_transfer_finish(make_ferry, tmp_path):
+    f = make_ferry("grace")
+    alice = f.add_user("alice")
+    s = f.serve("limits.failed_login_delay_ms=50")
+    src = tmp_path / "src"
+    digest = write_random(src, 3 << 20)
+    baseline = dir_sizes(alice.home)
+    p = curl_popen("-u", f"{alice.name}:{alice.password}", "--limit-rate", "1M", "-T", str(src), s.url("g.bin"))
+    try:
+        wait_until(lambda: dir_growth(alice.home, baseline) >= 512 << 10, 60, 0.05, "512 KiB uploaded")
+        s.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        # no new sessions while shutting down
+        with pytest.raises(OSError):
+            socket.create_connection((s.host, s.port), timeout=3).close()
+        p.wait(30)
+        err = p.stderr.read().decode("utf-8", "replace")
+        assert p.returncode == 0, f"upload during the grace period failed: curl {p.returncode}: {err}"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+    assert s.stop(timeout=30) == 0
+    assert sha256_file(alice.home / "g.bin") == digest
+
+
+def test_hash_is_right_when_hash_uploads_is_off(make_ferry):
+    f = make_ferry("nohash")
+    alice = f.add_user("alice")
+    s = f.serve("ftp.hash_uploads=false", "limits.failed_login_delay_ms=50")
+    try:
+        ftp = s.ftp(alice)
+        data = os.urandom(300_000)
+        ftp_stor(ftp, "f.bin", data)
+        import hashlib
+        r = ftp.sendcmd("HASH f.bin")
+        assert r.startswith(f"213 SHA-256 0-299999 {hashlib.sha256(data).hexdigest()}"), r
+        ftp.quit()
+    finally:
+        s.stop()
+
+
+def test_restart_keeps_ledger_and_digests_fresh(make_ferry):
+    import hashlib
+
+    f = make_ferry("restart")
+    alice = f.add_user("alice", None, "--quota", "10MiB")
+    s = f.serve("limits.failed_login_delay_ms=50")
+    ftp = s.ftp(alice)
+    a = os.urandom(100_000)
+    ftp_stor(ftp, "a.bin", a)
+    ftp_stor(ftp, "b.bin", os.urandom(50_000))
+    ftp.quit()
+    assert s.stop() == 0
+    # changed behind the server's back while it was down: same size, new content and mtime
+    b2 = os.urandom(50_000)
+    (alice.home / "b.bin").write_bytes(b2)
+    st = (alice.home / "b.bin").stat()
+    os.utime(alice.home / "b.bin", (st.st_atime, st.st_mtime + 100))
+    s2 = f.serve("limits.failed_login_delay_ms=50")
+    try:
+        ftp = s2.ftp(alice)
+        assert hashlib.sha256(a).hexdigest() in ftp.sendcmd("HASH a.bin")
+        r = ftp.sendcmd("HASH b.bin")
+        assert hashlib.sha256(b2).hexdigest() in r, f"stale digest after restart: {r}"
+        assert ftp.sendcmd("AVBL") == f"213 {10 * (1 << 20) - 150_000}"
+        ftp.quit()
+        u = f.user_info("alice")
+        assert u["used_bytes"] == 150_000 and u["used_files"] == 2 and u["reserved_bytes"] == 0, u
     finally:
         s2.stop()

@@ -13,7 +13,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from ferry_e2e import Ctrl, disk_usage_bytes, ftp_stor, ftp_try, sha256_bytes, wait_until
+from ferry_e2e import (
+    curl_popen, dir_growth, dir_sizes, disk_usage_bytes, ftp_size, ftp_stor, ftp_stor_reply, ftp_try,
+    kill_when,
+    sha256_bytes, wait_until, write_random,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -32,6 +36,10 @@ def q(make_ferry):
         "avbl": f.add_user("avbl", None, "--quota", "1MiB"),
         "grow": f.add_user("grow", None, "--quota", "1MiB"),
         "appe": f.add_user("appe", None, "--quota", "1MiB"),
+        "kill": f.add_user("kill", None, "--quota", "8MiB"),
+        "dele": f.add_user("dele", None, "--quota", "1MiB"),
+        "same": f.add_user("same", None, "--quota", "4MiB"),
+        "lower": f.add_user("lower", None, "--quota", "1MiB"),
     }
     s = f.serve("limits.failed_login_delay_ms=50")
     yield SimpleNamespace(ferry=f, server=s, **users)
@@ -140,16 +148,16 @@ def test_overwrite_at_full_quota_with_equal_size_works(q):
         first = os.urandom(MiB)
         assert ftp_stor(f, "a.bin", first).startswith("226")
         assert f.sendcmd("AVBL") == "213 0"
-        with pytest.raises(ftplib.error_perm, match="^552"):
-            ftp_stor(f, "b.bin", b"x")
+        r = ftp_stor_reply(f, "b.bin", b"x")
+        assert r.startswith("552"), r
         assert not (home / "b.bin").exists()
         second = os.urandom(MiB)
         assert ftp_stor(f, "a.bin", second).startswith("226")
         assert (home / "a.bin").read_bytes() == second
         assert f.sendcmd("HASH a.bin").split()[3] == sha256_bytes(second)
         # a bigger overwrite does not fit and leaves the old file alone
-        with pytest.raises(ftplib.error_perm, match="^552"):
-            ftp_stor(f, "a.bin", os.urandom(MiB + 1))
+        r = ftp_stor_reply(f, "a.bin", os.urandom(MiB + 1))
+        assert r.startswith("552"), r
         assert (home / "a.bin").read_bytes() == second
         # a smaller overwrite frees space
         assert ftp_stor(f, "a.bin", b"small").startswith("226")
@@ -166,13 +174,13 @@ def test_upload_that_crosses_quota_midway_gets_552_and_is_discarded(q):
     try:
         base = os.urandom(600 * KiB)
         assert ftp_stor(f, "base.bin", base).startswith("226")
-        with pytest.raises(ftplib.error_perm, match="^552"):
-            ftp_stor(f, "over.bin", os.urandom(600 * KiB))
+        r = ftp_stor_reply(f, "over.bin", os.urandom(600 * KiB))
+        assert r.startswith("552"), r
         assert ftp_try(f, "SIZE over.bin")[0] == 550
         assert f.sendcmd("NOOP").startswith("200")
         # REST+STOR that would grow a file past the quota is refused too
-        with pytest.raises(ftplib.error_perm, match="^552"):
-            ftp_stor(f, "base.bin", os.urandom(600 * KiB), rest=600 * KiB)
+        r = ftp_stor_reply(f, "base.bin", os.urandom(600 * KiB), rest=600 * KiB)
+        assert r.startswith("552"), r
         assert (home / "base.bin").stat().st_size <= MiB
         assert (home / "base.bin").read_bytes()[: 600 * KiB] == base, "data already stored was lost"
     finally:
@@ -188,8 +196,8 @@ def test_appe_past_quota_gets_552(q):
     f = q.server.ftp(q.appe)
     try:
         ftp_stor(f, "log.txt", b"a" * (1000 * KiB))
-        with pytest.raises(ftplib.error_perm, match="^552"):
-            ftp_stor(f, "log.txt", b"b" * (100 * KiB), verb="APPE")
+        r = ftp_stor_reply(f, "log.txt", b"b" * (100 * KiB), verb="APPE")
+        assert r.startswith("552"), r
         assert (home / "log.txt").stat().st_size <= MiB
         assert (home / "log.txt").read_bytes()[: 1000 * KiB] == b"a" * (1000 * KiB)
     finally:
@@ -203,8 +211,8 @@ def test_file_count_quota(q):
     try:
         ftp_stor(f, "1.txt", b"1")
         ftp_stor(f, "2.txt", b"2")
-        with pytest.raises(ftplib.error_perm, match="^552"):
-            ftp_stor(f, "3.txt", b"3")
+        r = ftp_stor_reply(f, "3.txt", b"3")
+        assert r.startswith("552"), r
         assert ftp_stor(f, "2.txt", b"two").startswith("226")  # overwrite: same count
         f.delete("1.txt")
         assert ftp_stor(f, "3.txt", b"3").startswith("226")
@@ -245,3 +253,114 @@ def test_avbl_site_quota_and_cli_changes(q):
         ftp_stor(f, "big.bin", os.urandom(3 * MiB))  # no quota any more
     finally:
         f.close()
+
+
+def test_killed_upload_releases_reservation_and_ledger_matches_disk(q, tmp_path):
+    home = q.kill.home
+    src = tmp_path / "src"
+    write_random(src, 6 * MiB)
+    baseline = dir_sizes(home)
+    p = curl_popen("-u", f"kill:{q.kill.password}", "--limit-rate", "1M", "-T", str(src),
+                   q.server.url("partial.bin"))
+    kill_when(p, lambda: dir_growth(home, baseline) >= MiB, 60, "1 MiB uploaded")
+
+    def partial_size():
+        f = q.server.ftp(q.kill)
+        try:
+            return ftp_size(f, "partial.bin")
+        except ftplib.error_perm:
+            return None
+        finally:
+            f.close()
+    n = wait_until(partial_size, 15, 0.2, "the partial to appear")
+    assert 0 < n < 6 * MiB
+    u = settled_ledger(q, "kill")
+    assert u["used_bytes"] == disk_usage_bytes(home) == n, u
+    f = q.server.ftp(q.kill)
+    try:
+        assert f.sendcmd("AVBL") == f"213 {8 * MiB - n}"
+    finally:
+        f.close()
+
+
+def test_dele_and_rmd_free_quota(q):
+    home = q.dele.home
+    f = q.server.ftp(q.dele)
+    try:
+        ftp_stor(f, "a.bin", os.urandom(700 * KiB))
+        r = ftp_stor_reply(f, "b.bin", os.urandom(700 * KiB))
+        assert r.startswith("552"), r
+        f.delete("a.bin")
+        assert f.sendcmd("AVBL") == f"213 {MiB}"
+        assert ftp_stor(f, "b.bin", os.urandom(700 * KiB)).startswith("226")
+        f.rename("b.bin", "c.bin")  # a rename costs nothing
+        assert f.sendcmd("AVBL") == f"213 {MiB - 700 * KiB}"
+    finally:
+        f.close()
+    u = settled_ledger(q, "dele")
+    assert u["used_bytes"] == disk_usage_bytes(home) == 700 * KiB and u["used_files"] == 1, u
+
+
+@pytest.mark.parametrize("round_", range(3))
+@pytest.mark.parametrize("existing", [False, True], ids=["new-name", "overwrite"])
+def test_concurrent_uploads_to_one_name_keep_ledger_exact(q, existing, round_):
+    home = q.same.home
+    for n in os.listdir(home):
+        os.unlink(home / n)
+    q.ferry.user_cmd("rescan", "same")
+    if existing:
+        f = q.server.ftp(q.same)
+        ftp_stor(f, "one.bin", os.urandom(200 * KiB))
+        f.close()
+    payloads = [os.urandom(300 * KiB), os.urandom(300 * KiB)]
+    start, finish = threading.Barrier(2), threading.Barrier(2)
+    results = [None, None]
+
+    def upload(i):
+        c = q.server.ctrl(q.same, timeout=30)
+        try:
+            c.expect("TYPE I", 200)
+            data = c.pasv()
+            c.expect("STOR one.bin", 150, 125)
+            start.wait(10)
+            for off in range(0, len(payloads[i]), 32 * KiB):
+                data.sendall(payloads[i][off:off + 32 * KiB])
+                time.sleep(0.005)
+            finish.wait(10)
+            data.close()
+            results[i] = c.reply().code
+        except Exception as e:  # noqa: BLE001
+            results[i] = repr(e)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=upload, args=(i,), daemon=True) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == [226, 226], results
+    assert (home / "one.bin").read_bytes() in payloads
+    u = settled_ledger(q, "same")
+    assert u["used_bytes"] == disk_usage_bytes(home) == 300 * KiB, u
+    assert u["used_files"] == 1, u
+
+
+def test_quota_lowered_below_usage(q):
+    home = q.lower.home
+    f = q.server.ftp(q.lower)
+    try:
+        ftp_stor(f, "big.bin", os.urandom(800 * KiB))
+        q.ferry.user_cmd("quota", "lower", "500KiB")
+        wait_until(lambda: f.sendcmd("AVBL") == "213 0", 10, 0.2, "AVBL to be 0 (not negative or wrapped)")
+        r = ftp_stor_reply(f, "more.bin", b"x")
+        assert r.startswith("552"), r
+        assert not (home / "more.bin").exists()
+        # shrinking the file by an overwrite brings the user back under the quota
+        r = ftp_stor_reply(f, "big.bin", b"s" * (100 * KiB))
+        assert r.startswith("226"), r
+        assert f.sendcmd("AVBL") == f"213 {400 * KiB}"
+    finally:
+        f.close()
+    u = settled_ledger(q, "lower")
+    assert u["used_bytes"] == disk_usage_bytes(home) == 100 * KiB, u

@@ -220,3 +220,56 @@ def test_two_transfers_on_one_session_and_listing_between(srv, wd, uniq):
         assert c.retr(f"/{uniq}/f2") == b"\x02" * 3000
     finally:
         c.close()
+
+
+def _reset(sock: socket.socket):
+    """Close with RST instead of FIN (what a crashing client or a dropped link looks like)."""
+    import struct
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_reset_connections_mid_overwrite_keep_old_file(srv, wd, uniq):
+    old = os.urandom(400_000)
+    (wd / "keep.bin").write_bytes(old)
+    c = srv.server.ctrl(srv.alice)
+    c.expect("TYPE I", 200)
+    data = c.pasv()
+    c.expect(f"STOR /{uniq}/keep.bin", 150, 125)
+    data.sendall(os.urandom(200_000))
+    time.sleep(0.3)
+    _reset(data)
+    _reset(c.sock)
+    time.sleep(1.0)
+    assert (wd / "keep.bin").read_bytes() == old
+    assert [n for n in os.listdir(wd) if n != "keep.bin"] == [], os.listdir(wd)
+
+
+def test_reset_connections_mid_upload_keep_resumable_partial(srv, wd, uniq):
+    payload = os.urandom(400_000)
+    c = srv.server.ctrl(srv.alice)
+    c.expect("TYPE I", 200)
+    data = c.pasv()
+    c.expect(f"STOR /{uniq}/part.bin", 150, 125)
+    data.sendall(payload[:150_000])
+    time.sleep(0.5)
+    _reset(data)
+    _reset(c.sock)
+    c2 = srv.server.ctrl(srv.alice)
+    try:
+        c2.expect("TYPE I", 200)
+        deadline = time.monotonic() + 10
+        while True:
+            r = c2.cmd(f"SIZE /{uniq}/part.bin")
+            if r.code == 213 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert r.code == 213, f"no resumable partial after a reset: {r}"
+        n = int(r.text[4:])
+        assert 0 < n <= 150_000
+        assert (wd / "part.bin").read_bytes() == payload[:n]
+        r = c2.stor(f"/{uniq}/part.bin", payload[n:], verb="APPE")
+        assert r.code == 226, r
+        assert (wd / "part.bin").read_bytes() == payload
+    finally:
+        c2.close()

@@ -48,6 +48,48 @@ pub struct Config {
     pub limits: Limits,
     /// Logging.
     pub log: LogConfig,
+    /// FTPS.
+    pub tls: TlsConfig,
+}
+
+/// `[tls]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM). Default: `<data_dir>/tls/cert.pem`, generated on first start.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM). Default: `<data_dir>/tls/key.pem`, generated on first start.
+    pub key: Option<PathBuf>,
+    /// `off`, `login` (no USER/PASS before AUTH TLS) or `all` (also PROT P for every data
+    /// connection). Default: `all` when any FTP listener binds a non-loopback address, else `off`.
+    pub require: Option<String>,
+    /// Data connections must resume the control connection's TLS session. Default true.
+    pub require_session_reuse: bool,
+    /// Seconds a TLS handshake may take. Default 10.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: None,
+            key: None,
+            require: None,
+            require_session_reuse: true,
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+/// What TLS the server insists on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsPolicy {
+    /// TLS is offered, not required.
+    Off,
+    /// Logins need TLS on the control connection.
+    Login,
+    /// Logins and every data connection need TLS.
+    All,
 }
 
 /// `[ftp]` section.
@@ -56,6 +98,8 @@ pub struct Config {
 pub struct FtpConfig {
     /// Addresses to listen on (port 0 picks a free port). Default `["127.0.0.1:2121"]`.
     pub listen: Vec<SocketAddr>,
+    /// Implicit-TLS listeners (FTPS, the connection starts with a TLS handshake). Default none.
+    pub listen_implicit: Vec<SocketAddr>,
     /// Passive data port range `A-B`. Default `30000-31999` (below the kernel's ephemeral range).
     pub passive_ports: String,
     /// Address announced in PASV replies (for NAT); default: the control connection's local address.
@@ -118,6 +162,7 @@ impl Default for Config {
             ftp: FtpConfig::default(),
             limits: Limits::default(),
             log: LogConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -126,6 +171,7 @@ impl Default for FtpConfig {
     fn default() -> Self {
         FtpConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 2121))],
+            listen_implicit: Vec::new(),
             passive_ports: "30000-31999".into(),
             passive_address: None,
             banner: "Ferry FTP server ready".into(),
@@ -174,6 +220,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--listen` (repeatable).
     pub listen: Vec<SocketAddr>,
+    /// `--listen-implicit` (repeatable).
+    pub listen_implicit: Vec<SocketAddr>,
     /// `--passive-ports A-B`.
     pub passive_ports: Option<String>,
     /// `--log-format`.
@@ -223,6 +271,14 @@ impl Config {
                 .map(|a| toml::Value::String(a.to_string()))
                 .collect();
             set_key(&mut table, "ftp.listen", toml::Value::Array(list))?;
+        }
+        if !overrides.listen_implicit.is_empty() {
+            let list = overrides
+                .listen_implicit
+                .iter()
+                .map(|a| toml::Value::String(a.to_string()))
+                .collect();
+            set_key(&mut table, "ftp.listen_implicit", toml::Value::Array(list))?;
         }
         if let Some(range) = &overrides.passive_ports {
             set_key(
@@ -287,10 +343,51 @@ impl Config {
                 return bad(format!("{name} must be at least 1"));
             }
         }
+        if let Some(r) = &self.tls.require {
+            if !matches!(r.as_str(), "off" | "login" | "all") {
+                return bad(format!(
+                    "tls.require must be \"off\", \"login\" or \"all\", not {r:?}"
+                ));
+            }
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad("tls.cert and tls.key go together: set both or neither".into());
+        }
+        if self.tls.handshake_timeout_secs == 0 {
+            return bad("tls.handshake_timeout_secs must be at least 1".into());
+        }
         if l.max_login_failures == 0 {
             return bad("limits.max_login_failures must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The TLS policy in force: `tls.require`, or by default `all` when any FTP listener binds a
+    /// non-loopback address (no passwords in the clear on a network) and `off` on loopback only.
+    pub fn tls_policy(&self) -> TlsPolicy {
+        match self.tls.require.as_deref() {
+            Some("off") => TlsPolicy::Off,
+            Some("login") => TlsPolicy::Login,
+            Some("all") => TlsPolicy::All,
+            _ => {
+                let exposed = self
+                    .ftp
+                    .listen
+                    .iter()
+                    .chain(&self.ftp.listen_implicit)
+                    .any(|a| !a.ip().is_loopback());
+                if exposed {
+                    TlsPolicy::All
+                } else {
+                    TlsPolicy::Off
+                }
+            }
+        }
+    }
+
+    /// TLS handshake timeout.
+    pub fn tls_handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.tls.handshake_timeout_secs)
     }
 
     /// The passive port range, inclusive.
@@ -409,6 +506,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn tls_is_required_by_default_only_off_loopback() {
+        let mut c = Config::default();
+        assert_eq!(c.tls_policy(), TlsPolicy::Off);
+        c.ftp.listen = vec!["0.0.0.0:2121".parse().unwrap()];
+        assert_eq!(c.tls_policy(), TlsPolicy::All);
+        c.tls.require = Some("login".into());
+        assert_eq!(c.tls_policy(), TlsPolicy::Login);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The session's stream type. Plain TCP today; the TLS variant arrives with FTPS, and every
-//! session reads and writes through this one type so that upgrade is local to this file.
+//! The one stream type of control and data connections: plain TCP or TLS over TCP. Sessions and
+//! transfers read and write through it, so an upgrade (AUTH TLS, PROT P) is local to a few places.
 
 use std::io;
 use std::pin::Pin;
@@ -7,19 +7,32 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 /// A control or data connection.
 #[derive(Debug)]
 pub enum Stream {
     /// Plain TCP.
     Plain(TcpStream),
+    /// TLS over TCP (server side).
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Taken out for an upgrade; any I/O fails.
+    Detached,
+}
+
+fn detached() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "stream detached for a TLS upgrade",
+    )
 }
 
 impl Stream {
     /// Reads whatever the kernel holds right now, bypassing the runtime's readiness state;
-    /// `Ok(None)` when nothing is there. Needed after TCP urgent data (ABOR sent with MSG_OOB):
-    /// a read stops at the urgent mark, and the runtime takes that short read to mean "drained",
-    /// so the bytes after the mark would otherwise wait for the next packet.
+    /// `Ok(None)` when nothing is there (or the stream is TLS, where urgent data cannot occur).
+    /// Needed after TCP urgent data (ABOR sent with MSG_OOB): a read stops at the urgent mark,
+    /// and the runtime takes that short read to mean "drained", so the bytes after the mark
+    /// would otherwise wait for the next packet.
     pub fn read_now(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         use std::io::Read;
         match self {
@@ -28,7 +41,13 @@ impl Stream {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
                 Err(e) => Err(e),
             },
+            Stream::Tls(_) | Stream::Detached => Ok(None),
         }
+    }
+
+    /// Whether this is a TLS stream.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
     }
 }
 
@@ -40,6 +59,8 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Detached => Poll::Ready(Err(detached())),
         }
     }
 }
@@ -52,18 +73,24 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Detached => Poll::Ready(Err(detached())),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Detached => Poll::Ready(Err(detached())),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Detached => Poll::Ready(Err(detached())),
         }
     }
 
@@ -74,12 +101,16 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::Detached => Poll::Ready(Err(detached())),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+            Stream::Detached => false,
         }
     }
 }

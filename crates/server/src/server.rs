@@ -76,12 +76,24 @@ pub struct Shared {
     /// Tracks every session and transfer task.
     pub tracker: TaskTracker,
     next_id: AtomicU64,
+    user_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Shared {
     /// A new session id.
     pub fn next_session_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Serialises one user's ledger-changing file operations (upload commit, DELE, RNTO): each
+    /// looks at the disk, changes it and charges the difference, and two of them interleaved
+    /// would charge the same bytes twice. Held for a stat and a rename, never across a transfer.
+    pub async fn lock_user(&self, user_id: i64) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.user_locks.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(map.entry(user_id).or_default())
+        };
+        lock.lock_owned().await
     }
 }
 
@@ -264,6 +276,7 @@ impl Server {
             shutdown: Shutdown::default(),
             tracker: TaskTracker::new(),
             next_id: AtomicU64::new(0),
+            user_locks: Mutex::new(HashMap::new()),
         });
         Ok(Server { shared, listeners })
     }

@@ -314,20 +314,25 @@ pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Reply {
     // The writer thread: writes filled buffers in order, hashes them, hands them back.
     let (full_tx, mut full_rx) = mpsc::channel::<Vec<u8>>(UPLOAD_BUFFERS);
     let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(UPLOAD_BUFFERS);
-    let writer =
-        tokio::task::spawn_blocking(move || -> io::Result<(std::fs::File, Option<String>)> {
-            let mut file = file;
-            let mut digest = hash.then(|| Digester::new(HashAlgo::Sha256));
-            while let Some(mut buf) = full_rx.blocking_recv() {
-                file.write_all(&buf)?;
-                if let Some(d) = digest.as_mut() {
-                    d.update(&buf);
-                }
-                buf.clear();
-                let _ = empty_tx.try_send(buf);
+    let writer = tokio::task::spawn_blocking(move || -> io::Result<(i64, Option<String>)> {
+        let mut file = file;
+        let mut digest = hash.then(|| Digester::new(HashAlgo::Sha256));
+        while let Some(mut buf) = full_rx.blocking_recv() {
+            file.write_all(&buf)?;
+            if let Some(d) = digest.as_mut() {
+                d.update(&buf);
             }
-            Ok((file, digest.map(Digester::finish_hex)))
-        });
+            buf.clear();
+            let _ = empty_tx.try_send(buf);
+        }
+        // The written file's version (its inode survives the rename into place).
+        let meta = file.metadata()?;
+        let ino = std::os::unix::fs::MetadataExt::ino(&meta);
+        Ok((
+            version_key(meta.modified()?, ino),
+            digest.map(Digester::finish_hex),
+        ))
+    });
 
     let received = async {
         let mut stream = ctx.connect(plan).await?;
@@ -388,10 +393,10 @@ pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Reply {
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
 
-    let outcome: Result<(u64, Option<String>), Failure> = match (received, written_result) {
+    let outcome: Result<(u64, i64, Option<String>), Failure> = match (received, written_result) {
         (Err(f), _) => Err(f),
         (Ok(_), Err(e)) => Err(Failure::Disk(e)),
-        (Ok(n), Ok((_file, digest))) => Ok((n, digest)),
+        (Ok(n), Ok((version, digest))) => Ok((n, version, digest)),
     };
     // A finished overwrite is only committed if the control connection did not die with the data
     // connection: in stream mode a killed client looks exactly like EOF on the data connection.
@@ -431,7 +436,7 @@ async fn finish_upload(
     offset: u64,
     old_size: u64,
     reservation: Reservation,
-    outcome: Result<(u64, Option<String>), Failure>,
+    outcome: Result<(u64, i64, Option<String>), Failure>,
     started: Instant,
     announce: bool,
     new_file_charged: bool,
@@ -443,8 +448,11 @@ async fn finish_upload(
     let held = reservation.held;
     let vpath = path.as_str().to_string();
     let written = ctx.progress.load(Ordering::Relaxed);
+    // Commit and charge under the user's lock, so that concurrent uploads to one name, DELE and
+    // RNTO each see the disk as the one before left it.
+    let _ledger = shared.lock_user(user_id).await;
     match outcome {
-        Ok((bytes, digest)) => {
+        Ok((bytes, version, digest)) => {
             let in_place = matches!(kind, UploadKind::InPlace);
             let (h, p) = (home.clone(), path.clone());
             let final_meta = crate::storage::blocking(move || {
@@ -479,9 +487,15 @@ async fn finish_upload(
                 .await?;
             accounts.forget_digests(user_id, &vpath).await?;
             if let (Some(hex), 0) = (digest, offset) {
-                let mtime = mtime_ns(&meta);
                 accounts
-                    .put_digest(user_id, &vpath, size, mtime, HashAlgo::Sha256.name(), &hex)
+                    .put_digest(
+                        user_id,
+                        &vpath,
+                        size,
+                        version,
+                        HashAlgo::Sha256.name(),
+                        &hex,
+                    )
                     .await?;
             }
             ctx.log(&vpath, bytes, started, true, true);
@@ -549,12 +563,22 @@ async fn finish_upload(
     }
 }
 
-/// Modification time in nanoseconds since the epoch (the digest cache's freshness key).
-pub fn mtime_ns(meta: &cap_std::fs::Metadata) -> i64 {
-    meta.modified()
-        .ok()
-        .map(|t| t.into_std())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+/// The digest cache's freshness key of a file version: its mtime (ns) mixed with its inode, so a
+/// file replaced by another upload with the same size in the same clock tick still differs.
+pub fn version_key(mtime: std::time::SystemTime, ino: u64) -> i64 {
+    let ns = mtime
+        .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    ns ^ (ino.rotate_left(32) as i64)
+}
+
+/// [`version_key`] of a file as seen through the jail.
+pub fn meta_version(meta: &cap_std::fs::Metadata) -> i64 {
+    use cap_std::fs::MetadataExt;
+    let mtime = meta
+        .modified()
+        .map(|t| t.into_std())
+        .unwrap_or(std::time::UNIX_EPOCH);
+    version_key(mtime, meta.ino())
 }

@@ -407,7 +407,9 @@ fn no_arg(cmd: Command) -> Result<Command, ParseError> {
 fn parse_verb(verb: &str, arg: &str) -> Result<Command, ParseError> {
     use Command as C;
     match verb {
-        "USER" => required("USER", arg.trim()).map(C::User),
+        "USER" => {
+            required("USER", arg.trim_matches(|c: char| c.is_ascii_whitespace())).map(C::User)
+        }
         "PASS" => Ok(C::Pass(arg.to_string())),
         "ACCT" => no_arg(C::Acct),
         "QUIT" => no_arg(C::Quit),
@@ -448,7 +450,8 @@ fn parse_verb(verb: &str, arg: &str) -> Result<Command, ParseError> {
         "REST" => parse_u64("REST", arg).map(C::Rest),
         "ALLO" => parse_allo(arg).map(C::Allo),
         "ABOR" => no_arg(C::Abor),
-        "AUTH" => required("AUTH", arg.trim()).map(|m| C::Auth(m.to_ascii_uppercase())),
+        "AUTH" => required("AUTH", arg.trim_matches(|c: char| c.is_ascii_whitespace()))
+            .map(|m| C::Auth(m.to_ascii_uppercase())),
         "PBSZ" => required("PBSZ", arg.trim()).map(C::Pbsz),
         "PROT" => parse_prot(arg).map(C::Prot),
         "CCC" => no_arg(C::Ccc),

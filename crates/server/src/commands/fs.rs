@@ -81,6 +81,7 @@ pub async fn dele(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
     require(login.user.perms.delete)?;
     let target = resolve(s, path)?;
     let (home, t) = (login.home.clone(), target.clone());
+    let _ledger = s.shared.lock_user(login.user.id).await;
     let size = blocking(move || {
         let meta = home.stat(&t)?;
         if !meta.is_file() {
@@ -135,6 +136,7 @@ pub async fn rnto(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
         return Err(CommandError::PermissionDenied);
     }
     let (home, f, t) = (login.home.clone(), from.clone(), to.clone());
+    let _ledger = s.shared.lock_user(login.user.id).await;
     // A file renamed over another file replaces it: the replaced bytes leave the ledger.
     let replaced = blocking(move || {
         let src = home.stat(&f)?;

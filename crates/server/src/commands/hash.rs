@@ -12,7 +12,7 @@ use crate::digest::hash_range;
 use crate::error::CommandError;
 use crate::session::Session;
 use crate::storage::blocking;
-use crate::transfer::mtime_ns;
+use crate::transfer::meta_version;
 
 /// `RANG start end` (end inclusive); `RANG 1 0` resets.
 pub fn rang(s: &mut Session, start: u64, end: u64) -> Reply {
@@ -44,7 +44,7 @@ async fn compute(
     let (mut file, size, mtime) = blocking(move || {
         let file = home.open_read(&t)?;
         let meta = home.stat(&t)?;
-        Ok((file, meta.len(), mtime_ns(&meta)))
+        Ok((file, meta.len(), meta_version(&meta)))
     })
     .await?;
     let (start, end) = match range {
@@ -88,12 +88,9 @@ pub async fn hash(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
     let algo = s.st.hash_algo;
     let range = s.st.rang.take();
     let c = compute(s, path, algo, range).await?;
-    // With RANG the reply echoes the client's inclusive range; otherwise 0-<size>.
-    let shown_end = if range.is_some() {
-        c.end.saturating_sub(1)
-    } else {
-        c.end
-    };
+    // The range is shown end-inclusive, as in the draft's examples (`0-99` for 100 bytes);
+    // an empty file is `0-0`.
+    let shown_end = c.end.saturating_sub(1).max(c.start);
     Ok(Reply::new(
         213,
         format!(
