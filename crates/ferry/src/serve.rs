@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use ferry_server::accounts::{admin, Accounts, NewUser, Permissions};
+use ferry_server::config::TlsPolicy;
+use ferry_server::tls::{self, Tls};
 use ferry_server::{Config, Overrides, Server};
 
 use crate::DataArgs;
@@ -18,6 +20,9 @@ pub struct ServeArgs {
     /// FTP listen address (repeatable; port 0 picks a free port). Default 127.0.0.1:2121
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
+    /// Implicit-TLS (ftps://) listen address (repeatable). Default none
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen_implicit: Vec<SocketAddr>,
     /// Passive data port range. Default 30000-31999
     #[arg(long, value_name = "A-B")]
     passive_ports: Option<String>,
@@ -30,6 +35,9 @@ pub struct ServeArgs {
     /// Print the effective configuration and exit
     #[arg(long)]
     print_config: bool,
+    /// Print the TLS certificate's SHA-256 fingerprint (creating the default one if needed) and exit
+    #[arg(long)]
+    print_fingerprint: bool,
 }
 
 fn init_logging(format: &str) {
@@ -50,6 +58,15 @@ fn init_logging(format: &str) {
 pub fn load_config(data: &DataArgs, mut overrides: Overrides) -> anyhow::Result<Config> {
     overrides.data_dir = data.data_dir.clone();
     Ok(Config::load(data.config.as_deref(), &overrides)?)
+}
+
+/// The configured certificate, or the generated default in the data directory.
+fn load_tls(config: &Config) -> anyhow::Result<Tls> {
+    let (cert, key) = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => tls::ensure_generated(&config.data_dir)?,
+    };
+    Ok(Tls::load(&cert, &key)?)
 }
 
 async fn shutdown_signal() {
@@ -78,6 +95,7 @@ async fn shutdown_signal() {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         listen: args.listen.clone(),
+        listen_implicit: args.listen_implicit.clone(),
         passive_ports: args.passive_ports.clone(),
         log_format: args.log_format.clone(),
         set: args.set.clone(),
@@ -87,6 +105,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if args.print_config {
         write!(out, "{}", config.to_toml())?;
+        return Ok(());
+    }
+    let tls = load_tls(&config)?;
+    if args.print_fingerprint {
+        writeln!(out, "{}", tls.fingerprint())?;
         return Ok(());
     }
     init_logging(&config.log.format);
@@ -114,10 +137,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             accounts.home_of(&user).display()
         )?;
     }
-    let server = Server::bind(config, accounts).await?;
-    for addr in server.local_addrs() {
-        writeln!(out, "listening ftp {addr}")?;
+    writeln!(
+        out,
+        "tls certificate {} sha256 {}",
+        tls.cert_path().display(),
+        tls.fingerprint()
+    )?;
+    let policy = config.tls_policy();
+    let server = Server::bind(config, accounts, tls).await?;
+    for (addr, implicit) in server.local_addrs() {
+        writeln!(
+            out,
+            "listening {} {addr}",
+            if implicit { "ftps" } else { "ftp" }
+        )?;
     }
+    writeln!(
+        out,
+        "tls required: {}",
+        match policy {
+            TlsPolicy::Off => "no (loopback only; offered with AUTH TLS)",
+            TlsPolicy::Login => "for logins",
+            TlsPolicy::All => "for logins and data connections",
+        }
+    )?;
     out.flush()?;
     drop(out);
     server.run(shutdown_signal()).await;

@@ -53,6 +53,9 @@ pub enum CommandError {
     /// The transfer broke off (426).
     #[error("transfer aborted: {0}")]
     TransferAborted(String),
+    /// The policy wants protected data connections and PROT P was not given (521, RFC 4217).
+    #[error("data connections must be protected: send PBSZ 0 and PROT P")]
+    ProtRequired,
     /// Not logged in (530).
     #[error("please log in with USER and PASS first")]
     NotLoggedIn,
@@ -115,6 +118,7 @@ impl CommandError {
             CommandError::DataConnection(_) => Reply::new(425, self.to_string()),
             CommandError::TransferAborted(_) => Reply::new(426, self.to_string()),
             CommandError::NotLoggedIn => Reply::new(530, self.to_string()),
+            CommandError::ProtRequired => Reply::new(521, self.to_string()),
             CommandError::Local(_) => with(451, &"local error in processing, try again"),
         }
     }

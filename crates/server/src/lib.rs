@@ -12,6 +12,7 @@ pub mod net;
 pub mod server;
 pub mod session;
 pub mod storage;
+pub mod tls;
 pub mod transfer;
 pub mod xferlog;
 

@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::accounts::{Accounts, GuardConfig, LoginGuard};
-use crate::config::Config;
+use crate::config::{Config, TlsPolicy};
 use crate::data::{canonical, PassivePorts};
 use crate::events::Events;
 use crate::session::Session;
+use crate::tls::Tls;
 use crate::xferlog::XferLog;
 
 /// Errors starting the server.
@@ -71,6 +72,10 @@ pub struct Shared {
     pub passive: PassivePorts,
     /// Bounds concurrent HASH computations.
     pub hash_jobs: Semaphore,
+    /// Certificate and rustls configuration.
+    pub tls: Tls,
+    /// What TLS is required.
+    pub tls_policy: TlsPolicy,
     /// Shutdown tokens.
     pub shutdown: Shutdown,
     /// Tracks every session and transfer task.
@@ -223,7 +228,8 @@ impl Drop for UserSlot {
 /// A bound, not yet running server.
 pub struct Server {
     shared: Arc<Shared>,
-    listeners: Vec<TcpListener>,
+    /// Listeners, with `true` for implicit TLS.
+    listeners: Vec<(TcpListener, bool)>,
 }
 
 /// Listen backlog: large enough to absorb a burst of hundreds of connects (peers use 32–128).
@@ -242,15 +248,14 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 impl Server {
     /// Opens the logs and binds every FTP listener.
-    pub async fn bind(config: Config, accounts: Accounts) -> Result<Server, ServerError> {
+    pub async fn bind(config: Config, accounts: Accounts, tls: Tls) -> Result<Server, ServerError> {
         accounts.reset_reservations().await?;
         let mut listeners = Vec::new();
-        for addr in &config.ftp.listen {
-            let l = bind_listener(*addr).map_err(|source| ServerError::Bind {
-                addr: *addr,
-                source,
-            })?;
-            listeners.push(l);
+        let all = config.ftp.listen.iter().map(|a| (*a, false));
+        let implicit = config.ftp.listen_implicit.iter().map(|a| (*a, true));
+        for (addr, implicit) in all.chain(implicit) {
+            let l = bind_listener(addr).map_err(|source| ServerError::Bind { addr, source })?;
+            listeners.push((l, implicit));
         }
         let xferlog = if config.log.xferlog {
             XferLog::open(&config.data_dir.join("logs").join("xferlog"))?
@@ -265,6 +270,8 @@ impl Server {
             exempt: config.limits.ban_exempt.clone(),
         });
         let shared = Arc::new(Shared {
+            tls_policy: config.tls_policy(),
+            tls,
             hash_jobs: Semaphore::new(config.limits.max_hash_jobs),
             passive: PassivePorts::new(lo, hi),
             config,
@@ -281,11 +288,11 @@ impl Server {
         Ok(Server { shared, listeners })
     }
 
-    /// The addresses actually bound (port 0 resolved).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+    /// The addresses actually bound (port 0 resolved), with `true` for implicit-TLS listeners.
+    pub fn local_addrs(&self) -> Vec<(SocketAddr, bool)> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|(l, implicit)| l.local_addr().ok().map(|a| (a, *implicit)))
             .collect()
     }
 
@@ -297,9 +304,11 @@ impl Server {
     /// Serves until `signal` completes, then shuts down gracefully.
     pub async fn run(self, signal: impl Future<Output = ()>) {
         let shared = self.shared;
-        for listener in self.listeners {
+        for (listener, implicit) in self.listeners {
             let shared2 = shared.clone();
-            shared.tracker.spawn(accept_loop(listener, shared2));
+            shared
+                .tracker
+                .spawn(accept_loop(listener, shared2, implicit));
         }
         signal.await;
         let grace = Duration::from_secs(shared.config.limits.shutdown_grace_secs);
@@ -322,7 +331,7 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, implicit: bool) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -332,7 +341,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                admit(stream, peer, &shared);
+                admit(stream, peer, &shared, implicit);
             }
             Err(e) => {
                 // EMFILE and friends: log, back off, keep serving.
@@ -344,7 +353,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, implicit: bool) {
     let ip = canonical(peer.ip());
     let limits = &shared.config.limits;
     let msg = if let Some(left) = shared.guard.is_banned(ip) {
@@ -360,7 +369,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
             Ok(slot) => {
                 let shared2 = shared.clone();
                 shared.tracker.spawn(async move {
-                    Session::run(shared2, stream, peer, slot).await;
+                    Session::run(shared2, stream, peer, slot, implicit).await;
                 });
                 return;
             }

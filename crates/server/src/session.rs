@@ -120,6 +120,8 @@ pub struct State {
     pub rang: Option<(u64, u64)>,
     /// OPTS MLST.
     pub facts: Facts,
+    /// PROT P: data connections use TLS.
+    pub prot_private: bool,
 }
 
 impl Default for State {
@@ -136,6 +138,7 @@ impl Default for State {
             hash_algo: HashAlgo::Sha256,
             rang: None,
             facts: Facts::default(),
+            prot_private: false,
         }
     }
 }
@@ -246,6 +249,23 @@ impl Conn {
         Ok(())
     }
 
+    /// Replaces the plain stream with TLS (the server side of the handshake), within `timeout`.
+    pub async fn upgrade(
+        &mut self,
+        config: Arc<rustls::ServerConfig>,
+        timeout: std::time::Duration,
+    ) -> std::io::Result<()> {
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Detached) else {
+            return Err(std::io::Error::other("the connection is not plain TCP"));
+        };
+        let accept = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
+        let tls = tokio::time::timeout(timeout, accept).await.map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+        })??;
+        self.stream = Stream::Tls(Box::new(tls));
+        Ok(())
+    }
+
     /// Drops bytes already buffered (after REIN, for example).
     pub fn clear_buffer(&mut self) {
         let n = self.rbuf.len();
@@ -281,6 +301,9 @@ pub struct Session {
     pub transfer: Option<Running>,
     /// Set by ABOR while a transfer runs: send 226 after the transfer's 426.
     pub abort_requested: bool,
+    /// After AUTH TLS (or on an implicit-TLS listener): this control connection's TLS
+    /// configuration, which its protected data connections must resume.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     span: tracing::Span,
     _slot: ConnSlot,
 }
@@ -308,7 +331,13 @@ async fn join_transfer(t: &mut Option<Running>) -> Reply {
 
 impl Session {
     /// Runs a session to its end.
-    pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, slot: ConnSlot) {
+    pub async fn run(
+        shared: Arc<Shared>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: ConnSlot,
+        implicit: bool,
+    ) {
         let id = shared.next_session_id();
         let span = tracing::info_span!("session", id, peer = %peer, user = tracing::field::Empty);
         let Ok(local) = stream.local_addr() else {
@@ -327,11 +356,19 @@ impl Session {
             st: State::default(),
             transfer: None,
             abort_requested: false,
+            tls: None,
             span: span.clone(),
             _slot: slot,
         };
         async move {
             tracing::debug!("connected");
+            if implicit {
+                // Implicit FTPS: the connection starts with the TLS handshake.
+                if let Err(e) = session.start_tls().await {
+                    tracing::debug!(error = %e, "implicit TLS handshake failed");
+                    return;
+                }
+            }
             if let Err(e) = session.serve().await {
                 tracing::debug!(error = %e, "control connection error");
             }
@@ -340,6 +377,19 @@ impl Session {
         }
         .instrument(span)
         .await;
+    }
+
+    /// Upgrades the control connection to TLS with a configuration of its own (see `tls`).
+    pub async fn start_tls(&mut self) -> std::io::Result<()> {
+        let config = self
+            .shared
+            .tls
+            .session_config()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let timeout = self.shared.config.tls_handshake_timeout();
+        self.conn.upgrade(config.clone(), timeout).await?;
+        self.tls = Some(config);
+        Ok(())
     }
 
     /// The span of this session (to record the user after login).

@@ -41,7 +41,11 @@ pub fn install_crypto_provider() {
 /// The SHA-256 fingerprint of a DER certificate, as `AB:CD:…` (what FileZilla and browsers show).
 pub fn fingerprint(der: &[u8]) -> String {
     let digest = sha2::Sha256::digest(der);
-    digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Where the generated certificate lives in the data directory.
@@ -58,16 +62,24 @@ pub fn ensure_generated(data_dir: &Path) -> Result<(PathBuf, PathBuf), TlsError>
         return Ok((cert, key));
     }
     let dir = cert.parent().unwrap_or(data_dir);
-    let io = |path: &Path, e: std::io::Error| TlsError::File { path: path.to_path_buf(), message: e.to_string() };
+    let io = |path: &Path, e: std::io::Error| TlsError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
         let host = host.trim();
         if !host.is_empty() && !names.iter().any(|n| n == host) {
             names.push(host.to_string());
         }
     }
-    let generated = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let generated =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
     write_private(&key, generated.key_pair.serialize_pem().as_bytes()).map_err(|e| io(&key, e))?;
     std::fs::write(&cert, generated.cert.pem()).map_err(|e| io(&cert, e))?;
     tracing::info!(cert = %cert.display(), "generated a self-signed TLS certificate");
@@ -77,7 +89,12 @@ pub fn ensure_generated(data_dir: &Path) -> Result<(PathBuf, PathBuf), TlsError>
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)
 }
 
@@ -93,12 +110,17 @@ impl Tls {
     /// Loads the certificate chain and key (PEM).
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Tls, TlsError> {
         install_crypto_provider();
-        let file_err = |path: &Path, e: &dyn std::fmt::Display| TlsError::File { path: path.to_path_buf(), message: e.to_string() };
+        let file_err = |path: &Path, e: &dyn std::fmt::Display| TlsError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
             .map_err(|e| file_err(cert_path, &e))?
             .collect::<Result<_, _>>()
             .map_err(|e| file_err(cert_path, &e))?;
-        let first = chain.first().ok_or_else(|| file_err(cert_path, &"no certificate in the file"))?;
+        let first = chain
+            .first()
+            .ok_or_else(|| file_err(cert_path, &"no certificate in the file"))?;
         let fingerprint = fingerprint(first.as_ref());
         let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| file_err(key_path, &e))?;
         let mut config = ServerConfig::builder()
@@ -109,7 +131,11 @@ impl Tls {
         // hand out enough TLS 1.3 tickets that a client never runs dry.
         config.send_tls13_tickets = 4;
         config.ignore_client_order = true;
-        Ok(Tls { base: Arc::new(config), fingerprint, cert_path: cert_path.to_path_buf() })
+        Ok(Tls {
+            base: Arc::new(config),
+            fingerprint,
+            cert_path: cert_path.to_path_buf(),
+        })
     }
 
     /// The certificate's SHA-256 fingerprint.
@@ -127,7 +153,8 @@ impl Tls {
     pub fn session_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
         let mut config = (*self.base).clone();
         config.session_storage = ServerSessionMemoryCache::new(64);
-        config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
+        config.ticketer =
+            rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
         Ok(Arc::new(config))
     }
 }
@@ -146,14 +173,19 @@ mod tests {
         assert_eq!(first, second);
         assert_eq!(first.len(), 32 * 3 - 1);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
     fn a_missing_key_file_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let (cert, _) = ensure_generated(dir.path()).unwrap();
-        let err = Tls::load(&cert, &dir.path().join("nope.pem")).unwrap_err().to_string();
+        let err = Tls::load(&cert, &dir.path().join("nope.pem"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nope.pem"), "{err}");
     }
 }

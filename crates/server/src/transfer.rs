@@ -25,6 +25,7 @@ use crate::data::DataPlan;
 use crate::digest::Digester;
 use crate::error::CommandError;
 use crate::events::{FileEvent, FileEventKind};
+use crate::net::Stream;
 use crate::server::Shared;
 use crate::storage::Home;
 use crate::xferlog::XferRecord;
@@ -57,6 +58,9 @@ pub struct Ctx {
     pub user: String,
     /// TYPE A in effect (logged only; files are sent unchanged).
     pub ascii: bool,
+    /// PROT P: the control connection's TLS configuration, which data connections must use
+    /// (and, by default, resume).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 #[derive(Debug)]
@@ -67,6 +71,8 @@ enum Failure {
     Disk(io::Error),
     Quota(u64),
     Data(CommandError),
+    TlsHandshake(String),
+    NoReuse,
 }
 
 impl Failure {
@@ -86,17 +92,47 @@ impl Failure {
                 format!("{path}: quota exceeded, upload stopped ({free} bytes were free)"),
             ),
             Failure::Data(e) => e.reply(""),
+            Failure::TlsHandshake(e) => Reply::new(522, format!("TLS handshake on the data connection failed: {e}")),
+            Failure::NoReuse => Reply::new(
+                522,
+                "The data connection must resume the TLS session of the control connection; \
+                 if your client cannot (Python ftplib), the admin can set tls.require_session_reuse = false",
+            ),
         }
     }
 }
 
 impl Ctx {
-    async fn connect(&self, plan: DataPlan) -> Result<TcpStream, Failure> {
+    async fn connect(&self, plan: DataPlan) -> Result<Stream, Failure> {
         let timeout = self.shared.config.limits.data_accept_timeout();
-        tokio::select! {
-            _ = self.abort.cancelled() => Err(Failure::Aborted),
-            r = plan.connect(self.local_ip, timeout) => r.map_err(Failure::Data),
+        let tcp = tokio::select! {
+            _ = self.abort.cancelled() => return Err(Failure::Aborted),
+            r = plan.connect(self.local_ip, timeout) => r.map_err(Failure::Data)?,
+        };
+        let Some(config) = &self.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let handshake = tokio_rustls::TlsAcceptor::from(config.clone()).accept(tcp);
+        let limit = self.shared.config.tls_handshake_timeout();
+        let tls = tokio::select! {
+            _ = self.abort.cancelled() => return Err(Failure::Aborted),
+            r = tokio::time::timeout(limit, handshake) => match r {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return Err(Failure::TlsHandshake(e.to_string())),
+                Err(_) => return Err(Failure::TlsHandshake("timed out".into())),
+            },
+        };
+        // Only sessions of this control connection can resume under its configuration (own
+        // cache and ticket key), so "resumed" means "resumed the control connection's session".
+        let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        let mut stream = Stream::Tls(Box::new(tls));
+        if self.shared.config.tls.require_session_reuse && !resumed {
+            // Close cleanly (close_notify): the client then reads an empty, intact data
+            // connection and goes on to read the 522 that explains why.
+            let _ = tokio::time::timeout(Duration::from_secs(2), stream.shutdown()).await;
+            return Err(Failure::NoReuse);
         }
+        Ok(stream)
     }
 
     /// Runs `fut` unless aborted or stalled.
@@ -138,7 +174,8 @@ impl Ctx {
 }
 
 /// Closes a data connection cleanly (FIN after everything is sent).
-async fn close(ctx: &Ctx, mut stream: TcpStream) -> Result<(), Failure> {
+/// Closes a data connection cleanly: TLS close_notify, then FIN.
+async fn close(ctx: &Ctx, mut stream: Stream) -> Result<(), Failure> {
     ctx.guard(stream.shutdown()).await
 }
 
@@ -167,27 +204,15 @@ pub async fn download(
 ) -> Reply {
     let started = Instant::now();
     let result: Result<u64, Failure> = async {
-        let stream = ctx.connect(plan).await?;
+        let mut stream = ctx.connect(plan).await?;
         let size = file.metadata().map_err(Failure::Disk)?.len();
         let end = end.map_or(size, |e| e.min(size));
-        let mut pos = offset;
-        while pos < end {
-            let count = usize::try_from(end - pos)
-                .unwrap_or(usize::MAX)
-                .min(SENDFILE_CHUNK);
-            let sent = ctx
-                .guard(stream.async_io(Interest::WRITABLE, || {
-                    rustix::fs::sendfile(&stream, &file, Some(&mut pos), count)
-                        .map_err(io::Error::from)
-                }))
-                .await?;
-            if sent == 0 {
-                break; // the file shrank under us
-            }
-            ctx.progress.fetch_add(sent as u64, Ordering::Relaxed);
-        }
+        let sent = match &stream {
+            Stream::Plain(tcp) => sendfile_range(&ctx, tcp, &file, offset, end).await?,
+            _ => copy_range(&ctx, &mut stream, file, offset, end).await?,
+        };
         close(&ctx, stream).await?;
-        Ok(pos - offset)
+        Ok(sent)
     }
     .await;
     let moved = ctx.progress.load(Ordering::Relaxed);
@@ -196,6 +221,95 @@ pub async fn download(
         Ok(n) => Reply::new(226, format!("Transfer complete ({n} bytes)")),
         Err(f) => f.reply(&path),
     }
+}
+
+/// Zero-copy download on plain TCP: the kernel moves file pages to the socket.
+async fn sendfile_range(
+    ctx: &Ctx,
+    tcp: &TcpStream,
+    file: &std::fs::File,
+    start: u64,
+    end: u64,
+) -> Result<u64, Failure> {
+    let mut pos = start;
+    while pos < end {
+        let count = usize::try_from(end - pos)
+            .unwrap_or(usize::MAX)
+            .min(SENDFILE_CHUNK);
+        let sent = ctx
+            .guard(tcp.async_io(Interest::WRITABLE, || {
+                rustix::fs::sendfile(tcp, file, Some(&mut pos), count).map_err(io::Error::from)
+            }))
+            .await?;
+        if sent == 0 {
+            break; // the file shrank under us
+        }
+        ctx.progress.fetch_add(sent as u64, Ordering::Relaxed);
+    }
+    Ok(pos - start)
+}
+
+/// Download through a stream that needs the bytes (TLS): a blocking reader thread fills a few
+/// reusable buffers, the socket task encrypts and sends them.
+async fn copy_range(
+    ctx: &Ctx,
+    stream: &mut Stream,
+    file: std::fs::File,
+    start: u64,
+    end: u64,
+) -> Result<u64, Failure> {
+    let (full_tx, mut full_rx) = mpsc::channel::<io::Result<Vec<u8>>>(UPLOAD_BUFFERS);
+    let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(UPLOAD_BUFFERS);
+    for _ in 0..UPLOAD_BUFFERS {
+        let _ = empty_tx.try_send(Vec::with_capacity(UPLOAD_BUF));
+    }
+    let reader = tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let mut pos = start;
+        while pos < end {
+            let Some(mut buf) = empty_rx.blocking_recv() else {
+                return;
+            };
+            let want = usize::try_from(end - pos)
+                .unwrap_or(usize::MAX)
+                .min(UPLOAD_BUF);
+            buf.resize(want, 0);
+            let item = match file.read_at(&mut buf, pos) {
+                Ok(0) => return, // the file shrank under us
+                Ok(n) => {
+                    buf.truncate(n);
+                    pos += n as u64;
+                    Ok(buf)
+                }
+                Err(e) => Err(e),
+            };
+            let failed = item.is_err();
+            if full_tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let mut sent = 0u64;
+    let result = loop {
+        let Some(item) = full_rx.recv().await else {
+            break Ok(sent);
+        };
+        let mut buf = match item {
+            Ok(buf) => buf,
+            Err(e) => break Err(Failure::Disk(e)),
+        };
+        if let Err(f) = ctx.guard(stream.write_all(&buf)).await {
+            break Err(f);
+        }
+        sent += buf.len() as u64;
+        ctx.progress.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        buf.clear();
+        let _ = empty_tx.try_send(buf);
+    };
+    drop(full_rx);
+    drop(empty_tx);
+    let _ = reader.await;
+    result
 }
 
 /// How an upload reaches its file.
@@ -383,6 +497,10 @@ pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Reply {
                 return Err(f);
             }
             if eof {
+                // Over TLS, EOF means the client's close_notify arrived (a bare TCP close is an
+                // error from the TLS layer, so a truncated upload never looks complete).
+                // Answer with ours.
+                let _ = ctx.guard(stream.shutdown()).await;
                 return Ok(written);
             }
         }

@@ -4,6 +4,7 @@
 use ferry_proto::ftp::Reply;
 
 use crate::accounts::{AuthError, FailureVerdict};
+use crate::config::TlsPolicy;
 use crate::data::canonical;
 use crate::error::CommandError;
 use crate::server::SlotRefusal;
@@ -122,6 +123,92 @@ pub fn rein(s: &mut Session) -> Result<Reply, CommandError> {
     if s.transfer.is_some() {
         return Err(CommandError::Busy("Transfer in progress"));
     }
+    // The control connection keeps its TLS; the data protection level starts over (PROT C).
     s.st = State::default();
     Ok(Reply::new(220, "Session reinitialized, log in again"))
+}
+
+/// The reply for USER/PASS when the policy wants TLS first, or `None` if login may go on.
+pub fn tls_required_for_login(s: &Session) -> Option<Reply> {
+    (s.shared.tls_policy >= TlsPolicy::Login && s.tls.is_none()).then(|| {
+        Reply::new(
+            530,
+            "This server requires TLS: send AUTH TLS before logging in (curl --ssl-reqd, lftp: set ftp:ssl-force true, FileZilla: explicit FTP over TLS)",
+        )
+    })
+}
+
+/// `AUTH TLS` / `AUTH SSL` (RFC 4217 §4): reply 234, then the handshake on the same connection.
+/// Bytes the client sent after AUTH in plaintext must not be read as if they were protected
+/// (the STARTTLS injection class): if any are already buffered, the connection is closed.
+pub async fn auth(s: &mut Session, mechanism: String) -> std::io::Result<Flow> {
+    if !matches!(mechanism.as_str(), "TLS" | "SSL" | "TLS-C" | "TLS-P") {
+        s.conn
+            .send(&Reply::new(
+                504,
+                format!("AUTH {mechanism} not supported; use AUTH TLS"),
+            ))
+            .await?;
+        return Ok(Flow::Continue);
+    }
+    if s.tls.is_some() {
+        s.conn.send(&Reply::new(503, "Already using TLS")).await?;
+        return Ok(Flow::Continue);
+    }
+    if s.transfer.is_some() {
+        s.conn
+            .send(&Reply::new(450, "Transfer in progress"))
+            .await?;
+        return Ok(Flow::Continue);
+    }
+    s.conn
+        .send(&Reply::new(
+            234,
+            format!("AUTH {mechanism} successful, starting TLS"),
+        ))
+        .await?;
+    if s.conn.has_buffered() {
+        tracing::warn!("plaintext pipelined after AUTH TLS, closing the connection");
+        return Ok(Flow::Close);
+    }
+    match s.start_tls().await {
+        Ok(()) => {
+            tracing::debug!("control connection upgraded to TLS");
+            Ok(Flow::Continue)
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "TLS handshake on the control connection failed");
+            Ok(Flow::Close)
+        }
+    }
+}
+
+/// `PBSZ n` (RFC 4217 §8): only 0 makes sense for TLS.
+pub fn pbsz(s: &mut Session) -> Result<Reply, CommandError> {
+    if s.tls.is_none() {
+        return Err(CommandError::BadSequence("Send AUTH TLS first"));
+    }
+    Ok(Reply::new(200, "PBSZ=0"))
+}
+
+/// `PROT C|P` (RFC 4217 §9).
+pub fn prot(s: &mut Session, level: char) -> Result<Reply, CommandError> {
+    if s.tls.is_none() {
+        return Err(CommandError::BadSequence("Send AUTH TLS first"));
+    }
+    match level {
+        'P' => {
+            s.st.prot_private = true;
+            Ok(Reply::new(200, "Protection level set to Private"))
+        }
+        'C' if s.shared.tls_policy == TlsPolicy::All => Ok(Reply::new(
+            534,
+            "This server requires protected data connections: use PROT P",
+        )),
+        'C' => {
+            s.st.prot_private = false;
+            Ok(Reply::new(200, "Protection level set to Clear"))
+        }
+        _ => Ok(Reply::new(536, "Only PROT C and PROT P are supported")),
+    }
 }

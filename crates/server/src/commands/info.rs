@@ -25,6 +25,7 @@ pub fn feat() -> Reply {
         .collect::<Vec<_>>()
         .join(";");
     let lines = vec![
+        "AUTH TLS".into(),
         "AVBL".into(),
         "EPRT".into(),
         "EPSV".into(),
@@ -32,6 +33,8 @@ pub fn feat() -> Reply {
         "MDTM".into(),
         "MFMT".into(),
         "MLST type*;size*;modify*;perm*;unique*;".into(),
+        "PBSZ".into(),
+        "PROT".into(),
         "RANG STREAM".into(),
         "REST STREAM".into(),
         "SIZE".into(),

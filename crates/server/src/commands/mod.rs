@@ -81,6 +81,9 @@ pub async fn dispatch(s: &mut Session, cmd: Command) -> std::io::Result<Flow> {
             s.conn.send(&Reply::new(221, "Goodbye")).await?;
             return Ok(Flow::Close);
         }
+        Command::User(_) | Command::Pass(_) if auth::tls_required_for_login(s).is_some() => {
+            Ok(auth::tls_required_for_login(s).unwrap_or_else(|| Reply::new(530, "TLS required")))
+        }
         Command::User(name) => auth::user(s, name),
         Command::Pass(password) => return auth::pass(s, password).await,
         Command::Acct => Ok(Reply::new(
@@ -88,9 +91,13 @@ pub async fn dispatch(s: &mut Session, cmd: Command) -> std::io::Result<Flow> {
             "ACCT not implemented: accounts need only USER and PASS",
         )),
         Command::Rein => auth::rein(s),
-        Command::Auth(_) | Command::Pbsz(_) | Command::Prot(_) | Command::Ccc => {
-            Ok(Reply::new(502, "TLS is not available on this server yet"))
-        }
+        Command::Auth(mechanism) => return auth::auth(s, mechanism).await,
+        Command::Pbsz(_) => auth::pbsz(s),
+        Command::Prot(level) => auth::prot(s, level),
+        Command::Ccc => Ok(Reply::new(
+            534,
+            "CCC refused: the control connection stays encrypted",
+        )),
         Command::Noop => Ok(Reply::new(200, "NOOP ok")),
         Command::Syst => Ok(Reply::new(215, "UNIX Type: L8")),
         Command::Feat => Ok(info::feat()),

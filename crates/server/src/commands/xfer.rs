@@ -13,6 +13,7 @@ use ferry_proto::units::format_size;
 use ferry_proto::vpath::VirtualPath;
 
 use super::{logged_in, require, resolve};
+use crate::config::TlsPolicy;
 use crate::data::{canonical, DataPlan};
 use crate::error::CommandError;
 use crate::session::{Running, Session};
@@ -36,6 +37,9 @@ fn ensure_data(s: &Session) -> Result<(), CommandError> {
         return Err(CommandError::DataConnection(
             "use PASV, EPSV, PORT or EPRT first".into(),
         ));
+    }
+    if s.shared.tls_policy == TlsPolicy::All && !s.st.prot_private {
+        return Err(CommandError::ProtRequired);
     }
     Ok(())
 }
@@ -62,6 +66,11 @@ where
         peer_ip: canonical(s.peer.ip()),
         user,
         ascii: s.st.ascii,
+        tls: if s.st.prot_private {
+            s.tls.clone()
+        } else {
+            None
+        },
     };
     let handle = s.shared.tracker.spawn(f(ctx, plan));
     s.transfer = Some(Running {
