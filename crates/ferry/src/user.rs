@@ -15,14 +15,14 @@ use crate::DataArgs;
 /// `ferry user` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum UserCmd {
-    /// Add a user with a home directory (default <data-dir>/homes/NAME)
+    /// Add a user with a home directory (default DATA_DIR/homes/NAME)
     Add {
         /// Account name (letters, digits, '.', '_', '-'; up to 32)
         name: String,
         /// Read the password from standard input (one line) instead of prompting
         #[arg(long)]
         password_stdin: bool,
-        /// Home directory (default <data-dir>/homes/NAME)
+        /// Home directory (default DATA_DIR/homes/NAME)
         #[arg(long, value_name = "DIR")]
         home: Option<PathBuf>,
         /// Disk quota, e.g. 10MiB, 5G, 1024 (default: none)
