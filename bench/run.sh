@@ -2,6 +2,7 @@
 # Ferry's project benchmark: builds Ferry (release), runs the shared FTP benchmark harness
 # (shared/bench: bench.py, ftpload, curl) against Ferry and against peer servers (vsftpd,
 # pyftpdlib) in one invocation with the same options, and prints one side-by-side table.
+# With --tls also the harness's FTPS workloads plus our own FTPS upload (tls_stor.py).
 #
 #   bench/run.sh [--quick] [--runs N] [--workloads LIST] [--big-size SIZE] [--idle LIST]
 #                [--peers LIST] [--tls] [--setup] [--no-build] [-- BENCH_PY_ARGS...]
@@ -31,9 +32,9 @@ FERRY="$REPO/target/release/ferry"
 # comes from 127.0.0.1 as one user. Every peer had its caps raised likewise.
 FERRY_SETS=(--set limits.max_sessions_per_ip=20000 --set limits.max_sessions_per_user=20000
             --set limits.max_sessions=20000)
-# Extra `ferry serve` arguments for --tls (explicit FTPS). Ferry has no TLS yet: when it does,
-# put its certificate options here (or in the env var), e.g. the harness's self-signed pair
-# $W/certs/cert.pem and $W/certs/key.pem.
+# Optional extra `ferry serve` arguments for the FTPS workloads (env var, empty by default).
+# None are needed: Ferry offers explicit FTPS (AUTH TLS) on loopback with a self-signed
+# certificate it generates in its data dir.
 read -r -a FERRY_TLS_ARGS <<<"${FERRY_TLS_ARGS:-}"
 
 usage() {
@@ -43,14 +44,15 @@ usage: bench/run.sh [options] [-- extra bench.py options]
   --quick            smoke mode (~30 s plus the build): 64 MiB transfers x1, 100 logins, 20 clients x 3 rounds,
                      200 small files, idle 200; 1 run
   --runs N           runs (each: Ferry on a fresh data dir, then the peers); default 1
-  --workloads LIST   bench.py workloads (retr,stor,login,sessions,smallfiles,idle,tls_retr,
-                     tls_sessions); default retr,stor,login,sessions,smallfiles,idle
+  --workloads LIST   retr,stor,login,sessions,smallfiles,idle (bench.py), tls_retr,tls_sessions
+                     (bench.py), tls_stor (bench/tls_stor.py); default
+                     retr,stor,login,sessions,smallfiles,idle
   --big-size SIZE    size of the single-stream RETR/STOR file (default 1GiB; --quick 64MiB)
   --idle LIST        idle connection counts (default 1000,5000; --quick 200); Ferry is
                      restarted fresh before each
   --peers LIST       peers to compare with (default vsftpd,pyftpdlib; see peer.py list)
-  --tls              also run the FTPS workloads (tls_retr, tls_sessions); Ferry gets
-                     \$FERRY_TLS_ARGS (empty now: Ferry has no TLS yet)
+  --tls              also run the FTPS workloads tls_retr, tls_sessions and tls_stor (FTPS
+                     upload); Ferry gets \$FERRY_TLS_ARGS if set (none needed)
   --setup            run the harness's setup.sh even if everything looks installed
   --no-build         use the existing target/release/ferry
   -- ARGS            passed to every bench.py invocation (e.g. -- --clients 50 --repeats 5)
@@ -97,25 +99,25 @@ fi
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "--runs wants a positive number"
 COMMON+=(--big-size "$BIG" "${EXTRA[@]}")
 
-MAIN_W=() DO_IDLE=0
+MAIN_W=() DO_IDLE=0 DO_TLS_STOR=0 BENCH_W=()
 IFS=',' read -r -a _ws <<<"$WORKLOADS"
 for w in "${_ws[@]}"; do
   w="${w// /}"
   case "$w" in
     "") ;;
-    idle) DO_IDLE=1 ;;
-    retr|stor|login|sessions|smallfiles|tls_retr|tls_sessions) MAIN_W+=("$w") ;;
+    idle) DO_IDLE=1; BENCH_W+=("$w") ;;
+    tls_stor) DO_TLS_STOR=1 ;;
+    retr|stor|login|sessions|smallfiles|tls_retr|tls_sessions) MAIN_W+=("$w"); BENCH_W+=("$w") ;;
     *) die "unknown workload $w" ;;
   esac
 done
 MAIN_LIST="$(IFS=,; echo "${MAIN_W[*]:-}")"
+BENCH_LIST="$(IFS=,; echo "${BENCH_W[*]:-}")" # what the peers' bench.py runs (tls_stor is ours)
 IFS=',' read -r -a IDLE_NS <<<"$IDLE"
 IFS=',' read -r -a PEER_LIST <<<"$PEERS"
 TLS_OPT=() FERRY_EXTRA=()
-if ((TLS)); then TLS_OPT=(--tls); FERRY_EXTRA=("${FERRY_TLS_ARGS[@]}"); fi
-if ((TLS)) && ((${#FERRY_TLS_ARGS[@]} == 0)); then
-  log "warning: --tls but FERRY_TLS_ARGS is empty: Ferry's FTPS workloads will fail until Ferry has TLS"
-fi
+if ((TLS)); then TLS_OPT=(--tls); DO_TLS_STOR=1; fi # bench.py --tls adds tls_retr,tls_sessions
+if ((TLS || DO_TLS_STOR)) || [[ "$MAIN_LIST" == *tls_* ]]; then FERRY_EXTRA=("${FERRY_TLS_ARGS[@]}"); fi
 
 # ---------------------------------------------------------------- state + cleanup
 TS="$(date +%Y%m%d-%H%M%S)$( ((QUICK)) && echo -quick || true)"
@@ -180,19 +182,22 @@ trap 'exit 143' TERM
 # run bench.py in the background in its own process group, so that a signal to this script
 # runs the trap at once (a foreground child would delay it until it ended)
 run_bench() { # OUT_DIR bench.py-args...
-  local out="$1"; shift
+  run_py "$HARNESS/bench.py" "$@"
+}
+run_py() { # SCRIPT OUT_DIR args...
+  local script="$1" out="$2"; shift 2
   mkdir -p "$out"
   local rc=0
   set -m
   # --default-signal: a SIGINT ignored by whoever started us (e.g. a background job) would
   # otherwise be inherited, and bench.py could not be interrupted cleanly
-  env --default-signal=INT python3 "$HARNESS/bench.py" --out "$out" "$@" >"$out/stdout.md" \
+  env --default-signal=INT python3 "$script" --out "$out" "$@" >"$out/stdout.md" \
     2> >(tee -a "$RES/bench.log" >&2) &
   BENCH_PID=$!
   set +m
   wait "$BENCH_PID" || rc=$?
   BENCH_PID=""
-  if ((rc != 0)); then log "warning: bench.py exited with $rc (see $out)"; fi
+  if ((rc != 0)); then log "warning: ${script##*/} exited with $rc (see $out)"; fi
   return 0
 }
 
@@ -260,7 +265,7 @@ FERRY_VERSION="$("$FERRY" --version 2>/dev/null || echo ferry)"
   echo "ferry: $FERRY_VERSION, commit $COMMIT"
   echo "harness: $HARNESS"
   echo "peers: $PEERS"
-  echo "runs: $RUNS; workloads: $WORKLOADS; idle: $IDLE; tls: $TLS"
+  echo "runs: $RUNS; workloads: $WORKLOADS; idle: $IDLE; tls: $TLS; tls_stor: $DO_TLS_STOR"
   echo "bench.py options: ${COMMON[*]}"
   echo "ferry serve: --listen 127.0.0.1:$PORT --passive-ports $PASV ${FERRY_SETS[*]} ${FERRY_EXTRA[*]:-}"
 } >"$RES/run.txt"
@@ -292,22 +297,41 @@ for ((k = 1; k <= RUNS; k++)); do
       FERRY_DIRS+=("$RES/raw/run$k-ferry-idle$n")
     done
   fi
+  if ((DO_TLS_STOR)); then
+    # FTPS upload (bench/tls_stor.py: the harness's stor with curl --ssl-reqd), on a fresh
+    # process as for the peers, which tls_stor.py starts fresh with --tls
+    start_ferry "run$k-tls_stor"
+    run_py "$HERE/tls_stor.py" "$RES/raw/run$k-ferry-tls_stor" "${target_args[@]}" \
+      --server-pid "$FERRY_PID" "${COMMON[@]}"
+    stop_ferry
+    FERRY_DIRS+=("$RES/raw/run$k-ferry-tls_stor")
+  fi
   rm -rf -- "$DATA"
-  python3 "$HERE/collect.py" "$RES" "$k" "${FERRY_DIRS[@]}" \
-    --meta "version=$FERRY_VERSION" --meta "commit=$COMMIT" >/dev/null
+  if ((${#FERRY_DIRS[@]})); then
+    python3 "$HERE/collect.py" "$RES" "$k" "${FERRY_DIRS[@]}" \
+      --meta "version=$FERRY_VERSION" --meta "commit=$COMMIT" >/dev/null
+  fi
 
   log "==== run $k/$RUNS: peers $PEERS"
   peer_args=()
   for p in "${PEER_LIST[@]}"; do peer_args+=(--peer "$p"); done
   PEERS_ACTIVE=1
-  run_bench "$RES/raw/run$k-peers" "${peer_args[@]}" --workloads "$WORKLOADS" --idle "$IDLE" \
-    "${TLS_OPT[@]}" "${COMMON[@]}"
+  PEER_DIRS=()
+  if [[ -n "$BENCH_LIST" ]] || ((TLS)); then
+    run_bench "$RES/raw/run$k-peers" "${peer_args[@]}" --workloads "$BENCH_LIST" --idle "$IDLE" \
+      "${TLS_OPT[@]}" "${COMMON[@]}"
+    PEER_DIRS+=("$RES/raw/run$k-peers")
+  fi
+  if ((DO_TLS_STOR)); then
+    run_py "$HERE/tls_stor.py" "$RES/raw/run$k-peers-tls_stor" "${peer_args[@]}" "${COMMON[@]}"
+    PEER_DIRS+=("$RES/raw/run$k-peers-tls_stor")
+  fi
   PEERS_ACTIVE=0
-  python3 "$HERE/collect.py" "$RES" "$k" "$RES/raw/run$k-peers" >/dev/null
+  if ((${#PEER_DIRS[@]})); then python3 "$HERE/collect.py" "$RES" "$k" "${PEER_DIRS[@]}" >/dev/null; fi
 done
 
 # ---------------------------------------------------------------- table
-python3 "$HARNESS/summarize.py" "$RES" --order "ferry,$PEERS" >"$RES/table.md"
+FTPBENCH_HARNESS="$HARNESS" python3 "$HERE/table.py" "$RES" --order "ferry,$PEERS" >"$RES/table.md"
 for f in "$RES"/raw/*.log "$RES/bench.log"; do
   if [[ -f "$f" ]] && (($(stat -c %s "$f") > 1048576)); then gzip -9 "$f"; fi
 done
