@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -176,6 +177,24 @@ class Ferry:
         s.start(wait=wait)
         return s
 
+    def serve_tls(self, *sets: str, listen: tuple[str, ...] = (f"{HOST}:0",),
+                  listen_implicit: tuple[str, ...] = (), extra_args: tuple[str, ...] = (),
+                  wait: bool = True) -> "TlsServer":
+        """A server with explicit listeners (`--listen`, `--listen-implicit`); waits until
+        every listener and the TLS policy line are printed."""
+        s = TlsServer(self, sets, listen=listen, listen_implicit=listen_implicit, extra_args=extra_args)
+        self.servers.append(s)
+        s.start(wait=wait)
+        return s
+
+    def print_fingerprint(self) -> str:
+        p = self.run("serve", "--data-dir", str(self.data_dir), "--print-fingerprint", timeout=60)
+        return p.stdout.strip()
+
+    @property
+    def tls_cert(self) -> Path:
+        return self.data_dir / "tls" / "cert.pem"
+
     @property
     def xferlog(self) -> Path:
         return self.data_dir / "logs" / "xferlog"
@@ -211,12 +230,16 @@ class Server:
         n = len(ferry.servers)
         self.stderr_path = ferry.data_dir.parent / f"{ferry.data_dir.name}-serve{n}.stderr.log"
 
-    def start(self, wait: bool = True, timeout: float = 30):
+    def _command(self) -> list[str]:
         cmd = [FERRY_BIN, "serve", "--data-dir", str(self.ferry.data_dir), "--listen", f"{HOST}:0",
                "--passive-ports", f"{self.pasv_lo}-{self.pasv_hi}"]
         for s in self.sets:
             cmd += ["--set", s]
         cmd += self.extra_args
+        return cmd
+
+    def start(self, wait: bool = True, timeout: float = 30):
+        cmd = self._command()
         self.cmd = cmd
         self._stderr_file = open(self.stderr_path, "ab")
         env = dict(os.environ)
@@ -235,11 +258,14 @@ class Server:
         for raw in self.proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             self.stdout_lines.append(line)
-            m = LISTEN_RE.match(line)
-            if m and self.port is None:
-                self.host = m.group(1)
-                self.port = int(m.group(2))
-                self._listening.set()
+            self._on_stdout_line(line)
+
+    def _on_stdout_line(self, line: str):
+        m = LISTEN_RE.match(line)
+        if m and self.port is None:
+            self.host = m.group(1)
+            self.port = int(m.group(2))
+            self._listening.set()
 
     def wait_listening(self, timeout: float = 30):
         deadline = time.monotonic() + timeout
@@ -698,3 +724,241 @@ def disk_usage_bytes(root: Path) -> int:
             if os.path.isfile(p) and not os.path.islink(p):
                 total += st.st_size
     return total
+
+
+# --------------------------------------------------------------------------- TLS (FTPS)
+
+
+LISTEN_ANY_RE = re.compile(r"^listening (ftps?) (\S+):(\d+)$")
+TLS_CERT_RE = re.compile(r"^tls certificate (.+) sha256 ((?:[0-9A-F]{2}:){31}[0-9A-F]{2})$")
+TLS_REQUIRED_PREFIX = "tls required:"
+
+
+def fingerprint_der(der: bytes) -> str:
+    """SHA-256 of a DER certificate as `AA:BB:...` (upper case), the form ferry prints."""
+    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+
+
+def fingerprint_pem_file(path: Path | str) -> str:
+    return fingerprint_der(ssl.PEM_cert_to_DER_cert(Path(path).read_text()))
+
+
+def tls_client_context(cafile: Path | str | None = None, max_version: ssl.TLSVersion | None = None,
+                       min_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    """A client context: verifying against `cafile` (hostname checked), else no verification."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cafile is not None:
+        ctx.load_verify_locations(cafile=str(cafile))
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if max_version is not None:
+        ctx.maximum_version = max_version
+    if min_version is not None:
+        ctx.minimum_version = min_version
+    return ctx
+
+
+class TlsServer(Server):
+    """`ferry serve` with the listeners given (`listen`: FTP with explicit TLS,
+    `listen_implicit`: ftps://). Parses the startup lines: `tls certificate <path> sha256 <fp>`,
+    every `listening ftp|ftps host:port`, `tls required: ...`. `port` is the first FTP
+    listener's (the first ftps one's if there is none), `ftps_port` the first ftps one's.
+    A listener on 0.0.0.0 is reached through 127.0.0.1."""
+
+    def __init__(self, ferry: Ferry, sets, listen=(f"{HOST}:0",), listen_implicit=(), extra_args=()):
+        super().__init__(ferry, sets, extra_args)
+        self.listen = list(listen)
+        self.listen_implicit = list(listen_implicit)
+        self.listeners: list[tuple[str, str, int]] = []  # (kind, printed host, port)
+        self.ftps_port: int | None = None
+        self.cert_path: str | None = None
+        self.fingerprint: str | None = None
+        self.tls_required: str | None = None
+
+    def _command(self) -> list[str]:
+        cmd = [FERRY_BIN, "serve", "--data-dir", str(self.ferry.data_dir)]
+        for a in self.listen:
+            cmd += ["--listen", a]
+        for a in self.listen_implicit:
+            cmd += ["--listen-implicit", a]
+        cmd += ["--passive-ports", f"{self.pasv_lo}-{self.pasv_hi}"]
+        for s in self.sets:
+            cmd += ["--set", s]
+        cmd += self.extra_args
+        return cmd
+
+    def _on_stdout_line(self, line: str):
+        m = TLS_CERT_RE.match(line)
+        if m:
+            self.cert_path, self.fingerprint = m.group(1), m.group(2)
+            return
+        m = LISTEN_ANY_RE.match(line)
+        if m:
+            kind, host, port = m.group(1), m.group(2), int(m.group(3))
+            self.listeners.append((kind, host, port))
+            if kind == "ftps" and self.ftps_port is None:
+                self.ftps_port = port
+            return
+        if line.startswith(TLS_REQUIRED_PREFIX) and self.tls_required is None:
+            self.tls_required = line[len(TLS_REQUIRED_PREFIX):].strip()
+            ftp = [p for k, _h, p in self.listeners if k == "ftp"]
+            ftps = [p for k, _h, p in self.listeners if k == "ftps"]
+            self.host = HOST
+            self.port = ftp[0] if ftp else (ftps[0] if ftps else None)
+            self._listening.set()
+
+    def wait_listening(self, timeout: float = 30):
+        super().wait_listening(timeout)
+        want = len(self.listen) + len(self.listen_implicit)
+        assert len(self.listeners) == want, \
+            f"expected {want} 'listening' lines before 'tls required:', got {self.stdout_lines}"
+
+    def tls_ctrl(self, user: User | None = None, timeout: float = 15, context: ssl.SSLContext | None = None,
+                 implicit: bool = False, prot: str | None = "P", server_hostname: str | None = None) -> "TlsCtrl":
+        """A control connection secured with AUTH TLS (or on the implicit port), logged in
+        as `user` if given, then `PBSZ 0` + `PROT <prot>` unless `prot` is None."""
+        port = self.ftps_port if implicit else self.port
+        assert port, f"no {'ftps' if implicit else 'ftp'} listener: {self.listeners}"
+        c = TlsCtrl(self.host, port, timeout=timeout, context=context, implicit=implicit,
+                    server_hostname=server_hostname)
+        try:
+            r = c.reply()
+            assert r.code == 220, f"greeting: expected 220, got {r}"
+            if not implicit:
+                c.auth()
+            if user is not None:
+                c.login(user)
+                if prot is not None:
+                    c.expect("PBSZ 0", 200)
+                    c.expect(f"PROT {prot}", 200)
+        except BaseException:
+            c.close()
+            raise
+        return c
+
+    def ftps_url(self, path: str = "") -> str:
+        assert self.ftps_port, f"no ftps listener: {self.listeners}"
+        return f"ftps://{self.host}:{self.ftps_port}/" + urllib.parse.quote(path.lstrip("/"))
+
+    def ftp_tls(self, user: User | None = None, timeout: float = 30,
+                context: ssl.SSLContext | None = None) -> ftplib.FTP_TLS:
+        """Python's ftplib FTP_TLS: AUTH TLS, login, PROT P. (It cannot resume TLS sessions
+        on data connections.)"""
+        f = ftplib.FTP_TLS(context=context or tls_client_context(), timeout=timeout, encoding="utf-8")
+        f.connect(self.host, self.port, timeout=timeout)
+        if user is not None:
+            f.login(user.name, user.password)  # FTP_TLS.login sends AUTH TLS first
+            f.prot_p()
+        return f
+
+
+class TlsCtrl(Ctrl):
+    """A raw control connection that can be upgraded to TLS (`auth`) or is TLS from the
+    start (`implicit`), with TLS data connections that resume the control connection's
+    session (or deliberately do not)."""
+
+    def __init__(self, host: str, port: int, timeout: float = 15, context: ssl.SSLContext | None = None,
+                 implicit: bool = False, server_hostname: str | None = None):
+        super().__init__(host, port, timeout=timeout)
+        self.context = context or tls_client_context()
+        self.server_hostname = server_hostname or host
+        self.tls = False
+        if implicit:
+            self._wrap()
+
+    def _wrap(self):
+        assert not self.buf, f"bytes received after the AUTH reply, before the handshake: {self.buf!r}"
+        self.sock = self.context.wrap_socket(self.sock, server_hostname=self.server_hostname)
+        self.tls = True
+
+    def auth(self, mech: str = "TLS") -> Reply:
+        r = self.expect(f"AUTH {mech}", 234)
+        self._wrap()
+        return r
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        return self.sock.session if self.tls else None
+
+    def wrap_data(self, raw: socket.socket, reuse: bool = True, context: ssl.SSLContext | None = None,
+                  suppress_ragged_eofs: bool = True) -> ssl.SSLSocket:
+        """TLS client handshake on a data connection, offering the control connection's
+        session when `reuse` (it must be the control connection's context then)."""
+        ctx = context or self.context
+        session = self.session if reuse else None
+        return ctx.wrap_socket(raw, server_hostname=self.server_hostname, session=session,
+                               suppress_ragged_eofs=suppress_ragged_eofs)
+
+    def tls_transfer_start(self, command: str, reuse: bool = True, context: ssl.SSLContext | None = None,
+                           suppress_ragged_eofs: bool = True) -> ssl.SSLSocket:
+        """PASV, connect, send `command`, expect 150/125, then the TLS handshake on the data
+        connection (after the preliminary reply, as ftplib and curl do it)."""
+        raw = self.pasv()
+        try:
+            self.expect(command, 150, 125)
+            return self.wrap_data(raw, reuse=reuse, context=context, suppress_ragged_eofs=suppress_ragged_eofs)
+        except BaseException:
+            raw.close()
+            raise
+
+    def tls_retr(self, path: str) -> bytes:
+        data = self.tls_transfer_start(f"RETR {path}")
+        assert data.session_reused, "the data connection did not resume the control connection's TLS session"
+        out = recv_all(data)
+        self.expect_reply(226)
+        return out
+
+    def tls_list(self, cmd: str = "NLST") -> bytes:
+        data = self.tls_transfer_start(cmd)
+        out = recv_all(data)
+        self.expect_reply(226)
+        return out
+
+    def tls_stor(self, path: str, payload: bytes, verb: str = "STOR") -> Reply:
+        """Upload over a TLS data connection ending with close_notify; returns the final reply."""
+        data = self.tls_transfer_start(f"{verb} {path}")
+        try:
+            data.sendall(payload)
+            try:
+                data.unwrap()  # close_notify (and wait for the server's)
+            except (ssl.SSLError, OSError):
+                pass
+        finally:
+            data.close()
+        return self.reply()
+
+
+def tls_client_hello(server_hostname: str = "localhost") -> bytes:
+    """The bytes of a real TLS ClientHello (to send partially: a stalled handshake)."""
+    ctx = tls_client_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=server_hostname)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = outgoing.read()
+    assert hello[:1] == b"\x16" and len(hello) > 100, hello[:16]
+    return hello
+
+
+def rst_close(sock: socket.socket) -> None:
+    """Close with a TCP RST (SO_LINGER 0): no close_notify, no FIN."""
+    import struct
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+def lftp_tls(server: Server, user: User, script: str, timeout: float = 240, cwd: Path | None = None,
+             check: bool = True, priority: str | None = None) -> subprocess.CompletedProcess:
+    """lftp forced onto TLS for control and data (certificate not verified); `priority` is
+    a GnuTLS priority string (e.g. "NORMAL:-VERS-TLS1.3" for TLS 1.2)."""
+    prelude = ("set ftp:ssl-allow yes; set ftp:ssl-force yes; set ftp:ssl-protect-data yes; "
+               "set ftp:ssl-protect-list yes; set ssl:verify-certificate no; ")
+    if priority is not None:
+        prelude += f'set ssl:priority "{priority}"; '
+    return lftp(server, user, prelude + script, timeout=timeout, cwd=cwd, check=check)

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use ferry_proto::ftp::command::HashAlgo;
@@ -266,6 +266,11 @@ impl Conn {
         Ok(())
     }
 
+    /// Shuts the connection down (close_notify first on TLS).
+    pub async fn close(&mut self) -> std::io::Result<()> {
+        self.stream.shutdown().await
+    }
+
     /// Drops bytes already buffered (after REIN, for example).
     pub fn clear_buffer(&mut self) {
         let n = self.rbuf.len();
@@ -303,7 +308,7 @@ pub struct Session {
     pub abort_requested: bool,
     /// After AUTH TLS (or on an implicit-TLS listener): this control connection's TLS
     /// configuration, which its protected data connections must resume.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<crate::tls::SessionTls>,
     span: tracing::Span,
     _slot: ConnSlot,
 }
@@ -372,6 +377,8 @@ impl Session {
             if let Err(e) = session.serve().await {
                 tracing::debug!(error = %e, "control connection error");
             }
+            // A clean end for TLS clients (close_notify), bounded in case the peer is gone.
+            let _ = tokio::time::timeout(Duration::from_secs(2), session.conn.close()).await;
             session.finish_transfer_on_close().await;
             tracing::debug!("closed");
         }
@@ -387,7 +394,7 @@ impl Session {
             .session_config()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let timeout = self.shared.config.tls_handshake_timeout();
-        self.conn.upgrade(config.clone(), timeout).await?;
+        self.conn.upgrade(config.control.clone(), timeout).await?;
         self.tls = Some(config);
         Ok(())
     }

@@ -148,15 +148,33 @@ impl Tls {
         &self.cert_path
     }
 
-    /// A configuration for one control connection and its data connections: its own session
-    /// cache and ticket key, so data connections can only resume this connection's sessions.
-    pub fn session_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        let mut config = (*self.base).clone();
-        config.session_storage = ServerSessionMemoryCache::new(64);
-        config.ticketer =
+    /// Configurations for one control connection and its data connections, sharing their own
+    /// session cache and ticket key, so data connections can only resume this connection's
+    /// sessions.
+    pub fn session_config(&self) -> Result<SessionTls, TlsError> {
+        let mut control = (*self.base).clone();
+        control.session_storage = ServerSessionMemoryCache::new(64);
+        control.ticketer =
             rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
-        Ok(Arc::new(config))
+        // No TLS 1.3 tickets on data connections: an uploading client never reads its data
+        // connection, and unread ticket bytes make its close a TCP RST that can destroy the end
+        // of the upload. The control connection's tickets (stateless, reusable) serve them all.
+        let mut data = control.clone();
+        data.send_tls13_tickets = 0;
+        Ok(SessionTls {
+            control: Arc::new(control),
+            data: Arc::new(data),
+        })
     }
+}
+
+/// The TLS configurations of one session (see [`Tls::session_config`]).
+#[derive(Debug, Clone)]
+pub struct SessionTls {
+    /// For the control connection (issues the session tickets).
+    pub control: Arc<ServerConfig>,
+    /// For its protected data connections.
+    pub data: Arc<ServerConfig>,
 }
 
 #[cfg(test)]

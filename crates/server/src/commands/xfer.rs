@@ -67,7 +67,7 @@ where
         user,
         ascii: s.st.ascii,
         tls: if s.st.prot_private {
-            s.tls.clone()
+            s.tls.as_ref().map(|t| t.data.clone())
         } else {
             None
         },
