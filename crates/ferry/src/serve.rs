@@ -23,6 +23,12 @@ pub struct ServeArgs {
     /// Implicit-TLS (ftps://) listen address (repeatable). Default none
     #[arg(long, value_name = "ADDR:PORT")]
     listen_implicit: Vec<SocketAddr>,
+    /// Chat (IRC) listen address (repeatable). Default 127.0.0.1:6667
+    #[arg(long, value_name = "ADDR:PORT")]
+    chat_listen: Vec<SocketAddr>,
+    /// Chat over TLS listen address (repeatable). Default none
+    #[arg(long, value_name = "ADDR:PORT")]
+    chat_listen_tls: Vec<SocketAddr>,
     /// Passive data port range. Default 30000-31999
     #[arg(long, value_name = "A-B")]
     passive_ports: Option<String>,
@@ -96,6 +102,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         listen: args.listen.clone(),
         listen_implicit: args.listen_implicit.clone(),
+        chat_listen: args.chat_listen.clone(),
+        chat_listen_tls: args.chat_listen_tls.clone(),
         passive_ports: args.passive_ports.clone(),
         log_format: args.log_format.clone(),
         set: args.set.clone(),
@@ -145,12 +153,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     let policy = config.tls_policy();
     let server = Server::bind(config, accounts, tls).await?;
-    for (addr, implicit) in server.local_addrs() {
-        writeln!(
-            out,
-            "listening {} {addr}",
-            if implicit { "ftps" } else { "ftp" }
-        )?;
+    for (addr, kind) in server.local_addrs() {
+        writeln!(out, "listening {} {addr}", kind.name())?;
     }
     writeln!(
         out,

@@ -75,6 +75,16 @@ pub enum UserCmd {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Announce this user's uploads, deletes and renames in the chat room: on or off
+    Announce {
+        /// Account name
+        name: String,
+        /// on or off
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Recount the bytes and files in homes and fix the quota ledger
     Rescan {
         /// Only this user (default: all)
@@ -262,6 +272,19 @@ pub async fn run(cmd: UserCmd) -> anyhow::Result<()> {
                 Some(n) => writeln!(out, "quota of {name} set to {} ({n} bytes)", format_size(n))?,
                 None => writeln!(out, "quota of {name} removed")?,
             }
+        }
+        UserCmd::Announce { name, state, data } => {
+            let accounts = open(&data).await?;
+            accounts.set_announce_files(&name, state == "on").await?;
+            writeln!(
+                out,
+                "file activity of {name} is {} in the chat room (from the next login)",
+                if state == "on" {
+                    "announced"
+                } else {
+                    "not announced"
+                }
+            )?;
         }
         UserCmd::Rescan { name, data } => {
             let accounts = open(&data).await?;

@@ -2,5 +2,6 @@
 //! codec, jail-safe virtual paths and human-readable sizes. Pure: no sockets, no files, no runtime.
 
 pub mod ftp;
+pub mod irc;
 pub mod units;
 pub mod vpath;

@@ -50,6 +50,63 @@ pub struct Config {
     pub log: LogConfig,
     /// FTPS.
     pub tls: TlsConfig,
+    /// The chat room (IRC).
+    pub chat: ChatConfig,
+}
+
+/// `[chat]` section: the IRC-speaking chat service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatConfig {
+    /// Plaintext IRC listen addresses. Default `["127.0.0.1:6667"]`; `[]` turns chat off.
+    pub listen: Vec<SocketAddr>,
+    /// IRC over TLS listen addresses (same certificate as FTPS). Default none.
+    pub listen_tls: Vec<SocketAddr>,
+    /// The server's name in replies. Default `"ferry"`.
+    pub server_name: String,
+    /// NETWORK in ISUPPORT. Default `"Ferry"`.
+    pub network: String,
+    /// The room everyone is put in and file activity is announced in. Default `"#lobby"`.
+    pub default_room: String,
+    /// Join the default room right after login. Default true.
+    pub auto_join: bool,
+    /// Let people without an account chat (as guests). Default false.
+    pub allow_guests: bool,
+    /// Lines of history sent to someone joining a room. Default 50.
+    pub history_lines: u32,
+    /// Lines queued for a client before it is disconnected as too slow. Default 512.
+    pub send_queue: usize,
+    /// Rooms one connection may be in. Default 20.
+    pub max_rooms_per_user: usize,
+    /// Seconds to finish registration (NICK, USER, login). Default 60.
+    pub registration_timeout_secs: u64,
+    /// Seconds of silence before the server sends PING. Default 120.
+    pub ping_interval_secs: u64,
+    /// Seconds to answer that PING. Default 60.
+    pub ping_timeout_secs: u64,
+    /// Announce uploads, deletes and renames in the default room. Default true.
+    pub announce_files: bool,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 6667))],
+            listen_tls: Vec::new(),
+            server_name: "ferry".into(),
+            network: "Ferry".into(),
+            default_room: "#lobby".into(),
+            auto_join: true,
+            allow_guests: false,
+            history_lines: 50,
+            send_queue: 512,
+            max_rooms_per_user: 20,
+            registration_timeout_secs: 60,
+            ping_interval_secs: 120,
+            ping_timeout_secs: 60,
+            announce_files: true,
+        }
+    }
 }
 
 /// `[tls]` section.
@@ -163,6 +220,7 @@ impl Default for Config {
             limits: Limits::default(),
             log: LogConfig::default(),
             tls: TlsConfig::default(),
+            chat: ChatConfig::default(),
         }
     }
 }
@@ -222,6 +280,10 @@ pub struct Overrides {
     pub listen: Vec<SocketAddr>,
     /// `--listen-implicit` (repeatable).
     pub listen_implicit: Vec<SocketAddr>,
+    /// `--chat-listen` (repeatable).
+    pub chat_listen: Vec<SocketAddr>,
+    /// `--chat-listen-tls` (repeatable).
+    pub chat_listen_tls: Vec<SocketAddr>,
     /// `--passive-ports A-B`.
     pub passive_ports: Option<String>,
     /// `--log-format`.
@@ -279,6 +341,18 @@ impl Config {
                 .map(|a| toml::Value::String(a.to_string()))
                 .collect();
             set_key(&mut table, "ftp.listen_implicit", toml::Value::Array(list))?;
+        }
+        for (key, addrs) in [
+            ("chat.listen", &overrides.chat_listen),
+            ("chat.listen_tls", &overrides.chat_listen_tls),
+        ] {
+            if !addrs.is_empty() {
+                let list = addrs
+                    .iter()
+                    .map(|a| toml::Value::String(a.to_string()))
+                    .collect();
+                set_key(&mut table, key, toml::Value::Array(list))?;
+            }
         }
         if let Some(range) = &overrides.passive_ports {
             set_key(
@@ -355,6 +429,30 @@ impl Config {
         }
         if self.tls.handshake_timeout_secs == 0 {
             return bad("tls.handshake_timeout_secs must be at least 1".into());
+        }
+        let c = &self.chat;
+        if !ferry_proto::irc::is_valid_channel(&c.default_room) {
+            return bad(format!(
+                "chat.default_room {:?} must be a room name like \"#lobby\"",
+                c.default_room
+            ));
+        }
+        if c.server_name.is_empty() || c.server_name.contains(' ') {
+            return bad("chat.server_name must be one word".into());
+        }
+        for (name, v) in [
+            ("chat.send_queue", c.send_queue as u64),
+            ("chat.max_rooms_per_user", c.max_rooms_per_user as u64),
+            (
+                "chat.registration_timeout_secs",
+                c.registration_timeout_secs,
+            ),
+            ("chat.ping_interval_secs", c.ping_interval_secs),
+            ("chat.ping_timeout_secs", c.ping_timeout_secs),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be at least 1"));
+            }
         }
         if l.max_login_failures == 0 {
             return bad("limits.max_login_failures must be at least 1".into());

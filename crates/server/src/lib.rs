@@ -2,6 +2,7 @@
 //! race-free quotas, and the event hook that the chat room will subscribe to.
 
 pub mod accounts;
+pub mod chat;
 pub mod commands;
 pub mod config;
 pub mod data;

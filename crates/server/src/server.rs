@@ -76,6 +76,8 @@ pub struct Shared {
     pub tls: Tls,
     /// What TLS is required.
     pub tls_policy: TlsPolicy,
+    /// The chat room's state.
+    pub chat: Arc<crate::chat::Hub>,
     /// Shutdown tokens.
     pub shutdown: Shutdown,
     /// Tracks every session and transfer task.
@@ -225,11 +227,35 @@ impl Drop for UserSlot {
     }
 }
 
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// FTP (explicit TLS available).
+    Ftp,
+    /// FTP with implicit TLS.
+    FtpImplicit,
+    /// Chat (IRC) in plaintext.
+    Chat,
+    /// Chat (IRC) over TLS.
+    ChatTls,
+}
+
+impl Kind {
+    /// The word `ferry serve` prints for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Ftp => "ftp",
+            Kind::FtpImplicit => "ftps",
+            Kind::Chat => "chat",
+            Kind::ChatTls => "chat-tls",
+        }
+    }
+}
+
 /// A bound, not yet running server.
 pub struct Server {
     shared: Arc<Shared>,
-    /// Listeners, with `true` for implicit TLS.
-    listeners: Vec<(TcpListener, bool)>,
+    listeners: Vec<(TcpListener, Kind)>,
 }
 
 /// Listen backlog: large enough to absorb a burst of hundreds of connects (peers use 32–128).
@@ -251,11 +277,20 @@ impl Server {
     pub async fn bind(config: Config, accounts: Accounts, tls: Tls) -> Result<Server, ServerError> {
         accounts.reset_reservations().await?;
         let mut listeners = Vec::new();
-        let all = config.ftp.listen.iter().map(|a| (*a, false));
-        let implicit = config.ftp.listen_implicit.iter().map(|a| (*a, true));
-        for (addr, implicit) in all.chain(implicit) {
-            let l = bind_listener(addr).map_err(|source| ServerError::Bind { addr, source })?;
-            listeners.push((l, implicit));
+        let wanted = [
+            (&config.ftp.listen, Kind::Ftp),
+            (&config.ftp.listen_implicit, Kind::FtpImplicit),
+            (&config.chat.listen, Kind::Chat),
+            (&config.chat.listen_tls, Kind::ChatTls),
+        ];
+        for (addrs, kind) in wanted {
+            for addr in addrs {
+                let l = bind_listener(*addr).map_err(|source| ServerError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
+                listeners.push((l, kind));
+            }
         }
         let xferlog = if config.log.xferlog {
             XferLog::open(&config.data_dir.join("logs").join("xferlog"))?
@@ -271,6 +306,7 @@ impl Server {
         });
         let shared = Arc::new(Shared {
             tls_policy: config.tls_policy(),
+            chat: Arc::new(crate::chat::Hub::default()),
             tls,
             hash_jobs: Semaphore::new(config.limits.max_hash_jobs),
             passive: PassivePorts::new(lo, hi),
@@ -288,11 +324,11 @@ impl Server {
         Ok(Server { shared, listeners })
     }
 
-    /// The addresses actually bound (port 0 resolved), with `true` for implicit-TLS listeners.
-    pub fn local_addrs(&self) -> Vec<(SocketAddr, bool)> {
+    /// The addresses actually bound (port 0 resolved) and what they serve.
+    pub fn local_addrs(&self) -> Vec<(SocketAddr, Kind)> {
         self.listeners
             .iter()
-            .filter_map(|(l, implicit)| l.local_addr().ok().map(|a| (a, *implicit)))
+            .filter_map(|(l, kind)| l.local_addr().ok().map(|a| (a, *kind)))
             .collect()
     }
 
@@ -304,11 +340,14 @@ impl Server {
     /// Serves until `signal` completes, then shuts down gracefully.
     pub async fn run(self, signal: impl Future<Output = ()>) {
         let shared = self.shared;
-        for (listener, implicit) in self.listeners {
+        for (listener, kind) in self.listeners {
             let shared2 = shared.clone();
+            shared.tracker.spawn(accept_loop(listener, shared2, kind));
+        }
+        if shared.config.chat.announce_files {
             shared
                 .tracker
-                .spawn(accept_loop(listener, shared2, implicit));
+                .spawn(crate::chat::announce_files(shared.clone()));
         }
         signal.await;
         let grace = Duration::from_secs(shared.config.limits.shutdown_grace_secs);
@@ -331,7 +370,7 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, implicit: bool) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, kind: Kind) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -341,7 +380,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, implicit: bool)
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                admit(stream, peer, &shared, implicit);
+                admit(stream, peer, &shared, kind);
             }
             Err(e) => {
                 // EMFILE and friends: log, back off, keep serving.
@@ -353,7 +392,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, implicit: bool)
     }
 }
 
-fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, implicit: bool) {
+fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, kind: Kind) {
     let ip = canonical(peer.ip());
     let limits = &shared.config.limits;
     let msg = if let Some(left) = shared.guard.is_banned(ip) {
@@ -368,9 +407,21 @@ fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, implicit: bo
         {
             Ok(slot) => {
                 let shared2 = shared.clone();
-                shared.tracker.spawn(async move {
-                    Session::run(shared2, stream, peer, slot, implicit).await;
-                });
+                match kind {
+                    Kind::Ftp | Kind::FtpImplicit => {
+                        let implicit = kind == Kind::FtpImplicit;
+                        shared.tracker.spawn(async move {
+                            Session::run(shared2, stream, peer, slot, implicit).await;
+                        });
+                    }
+                    Kind::Chat | Kind::ChatTls => {
+                        let hub = shared.chat.clone();
+                        let tls = kind == Kind::ChatTls;
+                        shared.tracker.spawn(async move {
+                            crate::chat::conn::run(shared2, hub, stream, peer, slot, tls).await;
+                        });
+                    }
+                }
                 return;
             }
             Err(SlotRefusal::PerIp(n)) => {

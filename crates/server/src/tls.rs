@@ -138,6 +138,11 @@ impl Tls {
         })
     }
 
+    /// The shared configuration (chat over TLS uses it as it is).
+    pub fn base(&self) -> Arc<ServerConfig> {
+        self.base.clone()
+    }
+
     /// The certificate's SHA-256 fingerprint.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint

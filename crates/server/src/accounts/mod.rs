@@ -4,6 +4,7 @@
 //! and the `ferry user` CLI can work on the same database at the same time.
 
 pub mod admin;
+mod chatlog;
 mod db;
 mod digests;
 pub mod guard;
@@ -19,6 +20,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
 pub use admin::{DeleteOutcome, HomeFate};
+pub use chatlog::ChatLine;
 pub use guard::{FailureVerdict, GuardConfig, LoginGuard};
 pub use scan::scan_home;
 

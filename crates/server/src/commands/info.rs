@@ -109,8 +109,29 @@ fn site_help() -> Reply {
     Reply::multi(
         214,
         "SITE commands:",
-        vec!["QUOTA - show your quota and usage".into(), "HELP".into()],
+        vec![
+            "QUOTA - show your quota and usage".into(),
+            "WHO - who is online on FTP and in the chat room".into(),
+            "HELP".into(),
+        ],
         "End",
+    )
+}
+
+/// `SITE WHO`: users online on FTP (with their session counts) and in the chat room.
+fn who(s: &Session) -> Reply {
+    let ftp = s.shared.slots.users();
+    let chat = s.shared.chat.nicks();
+    let mut lines: Vec<String> = ftp
+        .iter()
+        .map(|(u, n)| format!("ftp  {u} ({n} session{})", if *n == 1 { "" } else { "s" }))
+        .collect();
+    lines.extend(chat.iter().map(|n| format!("chat {n}")));
+    Reply::multi(
+        211,
+        "Online now:",
+        lines,
+        format!("{} on FTP, {} in the chat room", ftp.len(), chat.len()),
     )
 }
 
@@ -203,7 +224,8 @@ pub async fn site(s: &mut Session, site: Site) -> Result<Reply, CommandError> {
                 quota_line(&u),
             ))
         }
-        Site::Who | Site::Other(_) => Ok(Reply::new(
+        Site::Who => Ok(who(s)),
+        Site::Other(_) => Ok(Reply::new(
             504,
             "Unknown SITE command; SITE HELP lists them",
         )),

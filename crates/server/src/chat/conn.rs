@@ -1,0 +1,901 @@
+//! One chat connection: framing (512-byte IRC lines, `417` for longer ones), registration with
+//! CAP / SASL PLAIN / PASS against the Ferry accounts, then the commands real clients send.
+//!
+//! The connection task owns its state; a separate writer task drains the connection's bounded
+//! send queue to the socket, so hub broadcasts never wait for a slow reader.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::BytesMut;
+use ferry_proto::irc::{self, Message};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+
+use super::hub::{line, Caps, Hub, HubError, Identity, Kill, Line};
+use crate::accounts::{AuthError, ChatLine, FailureVerdict, User};
+use crate::data::canonical;
+use crate::net::Stream;
+use crate::server::{ConnSlot, Shared};
+
+const VERSION: &str = concat!("ferry-", env!("CARGO_PKG_VERSION"));
+/// Longest line accepted: the 512-byte message plus an IRCv3 tags section.
+const MAX_INPUT: usize = irc::MAX_LINE + irc::MAX_TAGS;
+/// Longest SASL payload accepted (PLAIN of a 1 KiB password, base64).
+const MAX_SASL: usize = 2048;
+
+/// Registration progress.
+#[derive(Debug, Default)]
+struct Registration {
+    nick: Option<String>,
+    user: Option<(String, String)>,
+    pass: Option<String>,
+    negotiating: bool,
+    caps: Caps,
+    sasl: Option<String>,
+    account: Option<User>,
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    hub: Arc<Hub>,
+    peer: SocketAddr,
+    tx: mpsc::Sender<Line>,
+    kill: Arc<Kill>,
+    me: Option<Identity>,
+    reg: Registration,
+    server: String,
+}
+
+enum Next {
+    Go,
+    Close(String),
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs one chat connection to its end.
+pub async fn run(
+    shared: Arc<Shared>,
+    hub: Arc<Hub>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: ConnSlot,
+    tls: bool,
+) {
+    let _slot = slot;
+    let _ = stream.set_nodelay(true);
+    let stream = if tls {
+        let accept = tokio_rustls::TlsAcceptor::from(shared.tls.base()).accept(stream);
+        match tokio::time::timeout(shared.config.tls_handshake_timeout(), accept).await {
+            Ok(Ok(s)) => Stream::Tls(Box::new(s)),
+            _ => return,
+        }
+    } else {
+        Stream::Plain(stream)
+    };
+    let (reader, writer) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel::<Line>(shared.config.chat.send_queue);
+    let kill = Arc::new(Kill::default());
+    let writer_task = tokio::spawn(write_loop(writer, rx, kill.clone()));
+    let server = shared.config.chat.server_name.clone();
+    let mut conn = Conn {
+        shared,
+        hub,
+        peer,
+        tx,
+        kill,
+        me: None,
+        reg: Registration::default(),
+        server,
+    };
+    let reason = conn.serve(reader).await;
+    if let Some(me) = conn.me.take() {
+        conn.hub.quit(me.id, &reason);
+        tracing::info!(nick = %me.nick, reason, "chat client left");
+    }
+    let _ = conn.tx.try_send(line(&Message::new(
+        "ERROR",
+        [format!("Closing link: {reason}")],
+    )));
+    drop(conn);
+    // Give the writer a moment to flush the ERROR line; a client that does not read is cut off.
+    let mut writer_task = writer_task;
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer_task)
+        .await
+        .is_err()
+    {
+        writer_task.abort();
+    }
+}
+
+async fn write_loop(mut w: WriteHalf<Stream>, mut rx: mpsc::Receiver<Line>, kill: Arc<Kill>) {
+    while let Some(l) = rx.recv().await {
+        if w.write_all(l.as_bytes()).await.is_err() {
+            kill.fire("Write error");
+            break;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+/// Reads one line (without CR/LF); `Ok(None)` for EOF; `Err(true)` for an over-long line.
+async fn read_line(
+    r: &mut ReadHalf<Stream>,
+    buf: &mut BytesMut,
+    discarding: &mut bool,
+) -> std::io::Result<Result<Vec<u8>, ()>> {
+    loop {
+        if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            let mut l = buf.split_to(pos + 1);
+            if std::mem::take(discarding) || pos + 1 > MAX_INPUT {
+                return Ok(Err(()));
+            }
+            l.truncate(pos);
+            if l.last() == Some(&b'\r') {
+                l.truncate(l.len() - 1);
+            }
+            return Ok(Ok(l.to_vec()));
+        }
+        if buf.len() > MAX_INPUT {
+            buf.clear();
+            if !*discarding {
+                *discarding = true;
+                return Ok(Err(()));
+            }
+        }
+        buf.reserve(512);
+        if r.read_buf(buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+impl Conn {
+    fn nick(&self) -> &str {
+        match &self.me {
+            Some(m) => &m.nick,
+            None => self.reg.nick.as_deref().unwrap_or("*"),
+        }
+    }
+
+    fn send(&self, m: Message) {
+        if self.tx.try_send(line(&m)).is_err() {
+            self.kill.fire("SendQ exceeded");
+        }
+    }
+
+    /// A numeric reply from the server to this client.
+    fn num(&self, code: &str, params: &[&str]) {
+        let mut all = vec![self.nick().to_string()];
+        all.extend(params.iter().map(|p| p.to_string()));
+        self.send(Message::new(code, all).with_prefix(self.server.as_str()));
+    }
+
+    async fn serve(&mut self, mut reader: ReadHalf<Stream>) -> String {
+        let cfg = self.shared.config.chat.clone();
+        let mut buf = BytesMut::new();
+        let mut discarding = false;
+        let reg_deadline =
+            tokio::time::Instant::now() + Duration::from_secs(cfg.registration_timeout_secs);
+        let ping_every = Duration::from_secs(cfg.ping_interval_secs);
+        let ping_wait = Duration::from_secs(cfg.ping_timeout_secs);
+        let mut pinged = false;
+        let mut quiet_until = tokio::time::Instant::now() + ping_every;
+        let shutdown = self.shared.shutdown.soft.clone();
+        loop {
+            let deadline = if self.me.is_none() {
+                reg_deadline.min(quiet_until)
+            } else {
+                quiet_until
+            };
+            let read = tokio::select! {
+                _ = shutdown.cancelled() => return "Server shutting down".into(),
+                _ = self.kill.token.cancelled() => return self.kill.reason().unwrap_or_else(|| "Killed".into()),
+                _ = tokio::time::sleep_until(deadline) => {
+                    if self.me.is_none() && tokio::time::Instant::now() >= reg_deadline {
+                        return "Registration timeout".into();
+                    }
+                    if pinged {
+                        return format!("Ping timeout: {} seconds", (ping_every + ping_wait).as_secs());
+                    }
+                    pinged = true;
+                    self.send(Message::new("PING", [self.server.as_str()]));
+                    quiet_until = tokio::time::Instant::now() + ping_wait;
+                    continue;
+                }
+                r = read_line(&mut reader, &mut buf, &mut discarding) => r,
+            };
+            pinged = false;
+            quiet_until = tokio::time::Instant::now() + ping_every;
+            let raw = match read {
+                // A client that vanished: EOF, or a reset when it died with unread data.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    return "Connection closed".into()
+                }
+                Err(e) => return format!("Read error: {e}"),
+                Ok(Err(())) => {
+                    self.num("417", &["Input line was too long"]);
+                    continue;
+                }
+                Ok(Ok(raw)) => raw,
+            };
+            if raw.is_empty() {
+                continue;
+            }
+            let msg = match irc::parse(&raw) {
+                Ok(m) => m,
+                Err(irc::IrcError::Empty) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "unparseable chat line");
+                    self.num("421", &["*", "Unknown or malformed command"]);
+                    continue;
+                }
+            };
+            let next = if self.me.is_some() {
+                self.command(msg).await
+            } else {
+                self.register(msg).await
+            };
+            if let Next::Close(reason) = next {
+                return reason;
+            }
+        }
+    }
+
+    async fn register(&mut self, m: Message) -> Next {
+        let p = |i: usize| m.param(i).unwrap_or("").to_string();
+        match m.command.as_str() {
+            "CAP" => self.cap(&m),
+            "AUTHENTICATE" => return self.authenticate(&p(0)).await,
+            "PASS" => self.reg.pass = Some(p(0)),
+            "NICK" if p(0).is_empty() => self.num("431", &["No nickname given"]),
+            "NICK" => self.reg.nick = Some(p(0)),
+            "USER" if m.params.len() < 4 => self.num("461", &["USER", "Not enough parameters"]),
+            "USER" => self.reg.user = Some((p(0), p(3))),
+            "PING" => self.send(
+                Message::new("PONG", [self.server.clone(), p(0)]).with_prefix(self.server.as_str()),
+            ),
+            "PONG" => {}
+            "QUIT" => return Next::Close("Client quit".into()),
+            _ => self.num("451", &["You have not registered"]),
+        }
+        if self.reg.nick.is_some() && self.reg.user.is_some() && !self.reg.negotiating {
+            return self.complete_registration().await;
+        }
+        Next::Go
+    }
+
+    fn cap(&mut self, m: &Message) {
+        let sub = m.param(0).unwrap_or("").to_ascii_uppercase();
+        let known = ["sasl", "multi-prefix", "userhost-in-names"];
+        match sub.as_str() {
+            "LS" => {
+                if self.me.is_none() {
+                    self.reg.negotiating = true;
+                }
+                // Values only for CAP LS 302 (the Python irc library sends plain LS).
+                let list = if m.param(1) == Some("302") {
+                    "sasl=PLAIN multi-prefix userhost-in-names"
+                } else {
+                    "sasl multi-prefix userhost-in-names"
+                };
+                self.send(
+                    Message::new("CAP", [self.nick(), "LS", list])
+                        .with_prefix(self.server.as_str()),
+                );
+            }
+            "LIST" => {
+                let mut on = Vec::new();
+                if self.reg.caps.multi_prefix {
+                    on.push("multi-prefix");
+                }
+                if self.reg.caps.userhost_in_names {
+                    on.push("userhost-in-names");
+                }
+                self.send(
+                    Message::new("CAP", [self.nick(), "LIST", &on.join(" ")])
+                        .with_prefix(self.server.as_str()),
+                );
+            }
+            "REQ" => {
+                if self.me.is_none() {
+                    self.reg.negotiating = true;
+                }
+                let wanted = m.param(1).unwrap_or("");
+                let all_known = wanted
+                    .split_whitespace()
+                    .all(|c| known.contains(&c.trim_start_matches('-')));
+                if all_known && !wanted.trim().is_empty() {
+                    for c in wanted.split_whitespace() {
+                        let on = !c.starts_with('-');
+                        match c.trim_start_matches('-') {
+                            "multi-prefix" => self.reg.caps.multi_prefix = on,
+                            "userhost-in-names" => self.reg.caps.userhost_in_names = on,
+                            _ => {}
+                        }
+                    }
+                    self.send(
+                        Message::new("CAP", [self.nick(), "ACK", wanted])
+                            .with_prefix(self.server.as_str()),
+                    );
+                } else {
+                    self.send(
+                        Message::new("CAP", [self.nick(), "NAK", wanted])
+                            .with_prefix(self.server.as_str()),
+                    );
+                }
+            }
+            "END" => self.reg.negotiating = false,
+            _ => self.num("410", &[&sub, "Invalid CAP command"]),
+        }
+    }
+
+    async fn authenticate(&mut self, arg: &str) -> Next {
+        if self.reg.account.is_some() {
+            self.num("907", &["You have already authenticated using SASL"]);
+            return Next::Go;
+        }
+        match (self.reg.sasl.as_mut(), arg) {
+            (_, "*") => {
+                self.reg.sasl = None;
+                self.num("906", &["SASL authentication aborted"]);
+            }
+            (None, mech) if mech.eq_ignore_ascii_case("PLAIN") => {
+                self.reg.sasl = Some(String::new());
+                self.send(Message::new("AUTHENTICATE", ["+"]));
+            }
+            (None, _) => self.num("908", &["PLAIN", "are available SASL mechanisms"]),
+            (Some(acc), chunk) => {
+                if chunk != "+" {
+                    acc.push_str(chunk);
+                }
+                if acc.len() > MAX_SASL {
+                    self.reg.sasl = None;
+                    self.num("905", &["SASL message too long"]);
+                    return Next::Go;
+                }
+                if chunk.len() == 400 {
+                    return Next::Go; // more chunks follow
+                }
+                let payload = self.reg.sasl.take().unwrap_or_default();
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(payload.as_bytes())
+                    .unwrap_or_default();
+                let mut parts = decoded.split(|b| *b == 0);
+                let (_authzid, authcid, password) = (parts.next(), parts.next(), parts.next());
+                let (Some(authcid), Some(password)) = (authcid, password) else {
+                    self.num("904", &["SASL authentication failed"]);
+                    return Next::Go;
+                };
+                let name = String::from_utf8_lossy(authcid).to_string();
+                let password = String::from_utf8_lossy(password).to_string();
+                match self.login(&name, &password).await {
+                    Ok(user) => {
+                        let mask = format!("{}!{}@{}", name, name, canonical(self.peer.ip()));
+                        self.num(
+                            "900",
+                            &[
+                                &mask,
+                                &user.name,
+                                &format!("You are now logged in as {}", user.name),
+                            ],
+                        );
+                        self.num("903", &["SASL authentication successful"]);
+                        self.reg.account = Some(user);
+                    }
+                    Err(close) => {
+                        self.num("904", &["SASL authentication failed"]);
+                        if let Some(reason) = close {
+                            return Next::Close(reason);
+                        }
+                    }
+                }
+            }
+        }
+        Next::Go
+    }
+
+    /// Checks a password like an FTP login does (ban check, delay and log on failure, the chat
+    /// permission). `Err(Some(reason))` means the connection must close.
+    async fn login(&self, name: &str, password: &str) -> Result<User, Option<String>> {
+        let ip = canonical(self.peer.ip());
+        let shared = &self.shared;
+        if shared.guard.is_banned(ip).is_some() {
+            return Err(Some("Too many failed logins from your address".into()));
+        }
+        match shared.accounts.authenticate(name, password).await {
+            Ok(user) if !user.perms.chat => {
+                tracing::info!(user = %user.name, "chat not allowed for this account");
+                Err(Some("Chat is not enabled for your account".into()))
+            }
+            Ok(user) => {
+                shared.guard.record_success(ip);
+                Ok(user)
+            }
+            Err(AuthError::Internal(e)) => {
+                tracing::error!(error = %e, "chat authentication error");
+                Err(Some("Service unavailable".into()))
+            }
+            Err(_) => {
+                let verdict = shared.guard.record_failure(ip);
+                tracing::warn!(target: "ferry::auth", ip = %ip, user = %name, service = "chat", "login failed");
+                tokio::time::sleep(shared.config.limits.failed_login_delay()).await;
+                match verdict {
+                    FailureVerdict::Banned(_) => Err(Some("Too many failed logins".into())),
+                    FailureVerdict::Delayed => Err(None),
+                }
+            }
+        }
+    }
+
+    async fn complete_registration(&mut self) -> Next {
+        let cfg = self.shared.config.chat.clone();
+        let nick = self.reg.nick.clone().unwrap_or_default();
+        let (_user, realname) = self.reg.user.clone().unwrap_or_default();
+        if self.reg.account.is_none() {
+            if let Some(pass) = self.reg.pass.take() {
+                let (name, password) = match pass.split_once(':') {
+                    Some((n, p)) if !n.is_empty() => (n.to_string(), p.to_string()),
+                    _ => (nick.clone(), pass),
+                };
+                match self.login(&name, &password).await {
+                    Ok(user) => self.reg.account = Some(user),
+                    Err(reason) => {
+                        self.num("464", &["Password incorrect"]);
+                        return Next::Close(reason.unwrap_or_else(|| "Password incorrect".into()));
+                    }
+                }
+            }
+        }
+        let (wanted, account) = match &self.reg.account {
+            Some(user) => (user.name.clone(), Some(user.name.clone())),
+            None if cfg.allow_guests => {
+                if !irc::is_valid_nick(&nick) {
+                    self.num("432", &[&nick, "Erroneous nickname"]);
+                    self.reg.nick = None;
+                    return Next::Go;
+                }
+                if matches!(self.shared.accounts.get_user(&nick).await, Ok(Some(_))) {
+                    self.num("433", &[&nick, "Nickname belongs to an account: log in with SASL or PASS account:password"]);
+                    self.reg.nick = None;
+                    return Next::Go;
+                }
+                (nick.clone(), None)
+            }
+            None => {
+                self.num(
+                    "464",
+                    &["Password required: log in with SASL PLAIN or PASS account:password"],
+                );
+                return Next::Close("Password required".into());
+            }
+        };
+        let host = canonical(self.peer.ip()).to_string();
+        let user = account
+            .clone()
+            .unwrap_or_else(|| format!("~{}", wanted.chars().take(9).collect::<String>()));
+        let me = self.hub.register(
+            &wanted,
+            &user,
+            &host,
+            &realname,
+            account,
+            self.reg.caps,
+            self.tx.clone(),
+            self.kill.clone(),
+        );
+        tracing::info!(nick = %me.nick, peer = %self.peer, "chat client registered");
+        self.me = Some(me.clone());
+        let (users, rooms) = self.hub.counts();
+        self.num(
+            "001",
+            &[&format!(
+                "Welcome to the {} chat, {}",
+                cfg.network, me.prefix
+            )],
+        );
+        self.num(
+            "002",
+            &[&format!("Your host is {}, running {VERSION}", self.server)],
+        );
+        self.num("003", &["This server was created when it started"]);
+        self.send(
+            Message::new(
+                "004",
+                [me.nick.as_str(), self.server.as_str(), VERSION, "i", "bn"],
+            )
+            .with_prefix(self.server.as_str()),
+        );
+        let isupport = [
+            "CASEMAPPING=rfc1459".to_string(),
+            "CHANTYPES=#".into(),
+            "PREFIX=(o)@".into(),
+            "NICKLEN=32".into(),
+            "CHANNELLEN=50".into(),
+            "TOPICLEN=390".into(),
+            "AWAYLEN=200".into(),
+            format!("NETWORK={}", cfg.network),
+            "CHANMODES=b,,,n".into(),
+            "UTF8ONLY".into(),
+        ];
+        let mut params: Vec<String> = vec![me.nick.clone()];
+        params.extend(isupport);
+        params.push("are supported by this server".into());
+        self.send(Message::new("005", params).with_prefix(self.server.as_str()));
+        self.num(
+            "251",
+            &[&format!(
+                "There are {users} users and 0 invisible on 1 servers"
+            )],
+        );
+        self.num("254", &[&rooms.to_string(), "channels formed"]);
+        self.num("255", &[&format!("I have {users} clients and 0 servers")]);
+        self.num("422", &["MOTD File is missing"]);
+        if cfg.auto_join {
+            self.join(&cfg.default_room).await;
+        }
+        Next::Go
+    }
+
+    async fn join(&mut self, room: &str) {
+        let Some(me) = self.me.clone() else { return };
+        match self
+            .hub
+            .join(me.id, room, self.shared.config.chat.max_rooms_per_user)
+        {
+            Ok(Some(joined)) => {
+                if let Some((text, who, at)) = &joined.topic {
+                    self.num("332", &[&joined.room, text]);
+                    self.num("333", &[&joined.room, who, &at.to_string()]);
+                }
+                self.names(&joined.room);
+                let n = self.shared.config.chat.history_lines;
+                if n > 0 {
+                    if let Ok(lines) = self.shared.accounts.recent_chat(&joined.room, n).await {
+                        let from = format!("{0}!{0}@{0}", self.server);
+                        for l in lines {
+                            let when = time::OffsetDateTime::from_unix_timestamp(l.at)
+                                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+                            let text = format!(
+                                "[{:04}-{:02}-{:02} {:02}:{:02}] <{}> {}",
+                                when.year(),
+                                u8::from(when.month()),
+                                when.day(),
+                                when.hour(),
+                                when.minute(),
+                                l.sender,
+                                l.text
+                            );
+                            self.send(
+                                Message::new("NOTICE", [joined.room.as_str(), &text])
+                                    .with_prefix(from.as_str()),
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => self.send(e.message(&self.server, &me.nick)),
+        }
+    }
+
+    fn names(&self, room: &str) {
+        let Some(me) = &self.me else { return };
+        match self.hub.names(me.id, room) {
+            Some((name, names)) => {
+                // 353 lines stay under 512 bytes: split the list.
+                let mut chunk = String::new();
+                for n in names {
+                    if chunk.len() + n.len() > 380 {
+                        self.num("353", &["=", &name, &chunk]);
+                        chunk.clear();
+                    }
+                    if !chunk.is_empty() {
+                        chunk.push(' ');
+                    }
+                    chunk.push_str(&n);
+                }
+                if !chunk.is_empty() {
+                    self.num("353", &["=", &name, &chunk]);
+                }
+                self.num("366", &[&name, "End of /NAMES list"]);
+            }
+            None => self.num("366", &[room, "End of /NAMES list"]),
+        }
+    }
+
+    async fn command(&mut self, m: Message) -> Next {
+        let Some(me) = self.me.clone() else {
+            return Next::Go;
+        };
+        let p = |i: usize| m.param(i).unwrap_or("").to_string();
+        let need = |n: usize| m.params.len() >= n;
+        match m.command.as_str() {
+            "PING" => self.send(
+                Message::new("PONG", [self.server.clone(), p(0)]).with_prefix(self.server.as_str()),
+            ),
+            "PONG" => {}
+            "QUIT" => {
+                let reason = if p(0).is_empty() {
+                    "Quit".to_string()
+                } else {
+                    format!("Quit: {}", p(0))
+                };
+                return Next::Close(reason);
+            }
+            "CAP" => self.cap(&m),
+            "NICK" if !need(1) => self.num("431", &["No nickname given"]),
+            "NICK" if irc::fold(&p(0)) == irc::fold(&me.nick) => {}
+            "NICK" => self.num(
+                "432",
+                &[
+                    &p(0),
+                    "Your nick is your account name and cannot be changed",
+                ],
+            ),
+            "USER" | "PASS" => self.num("462", &["You may not reregister"]),
+            "AUTHENTICATE" => self.num("907", &["You have already authenticated"]),
+            "JOIN" if !need(1) => self.num("461", &["JOIN", "Not enough parameters"]),
+            "JOIN" if p(0) == "0" => {
+                for (room, _, _) in self.hub.list() {
+                    let _ = self.hub.part(me.id, &room, "Left all channels");
+                }
+            }
+            "JOIN" => {
+                for room in p(0).split(',').filter(|r| !r.is_empty()) {
+                    self.join(room).await;
+                }
+            }
+            "PART" if !need(1) => self.num("461", &["PART", "Not enough parameters"]),
+            "PART" => {
+                for room in p(0).split(',').filter(|r| !r.is_empty()) {
+                    if let Err(e) = self.hub.part(me.id, room, &p(1)) {
+                        self.send(e.message(&self.server, &me.nick));
+                    }
+                }
+            }
+            "PRIVMSG" | "NOTICE" if !need(1) => {
+                self.num("411", &[&format!("No recipient given ({})", m.command)])
+            }
+            "PRIVMSG" | "NOTICE" if !need(2) || p(1).is_empty() => {
+                self.num("412", &["No text to send"])
+            }
+            "PRIVMSG" | "NOTICE" => {
+                let notice = m.command == "NOTICE";
+                let text = p(1);
+                for target in p(0).split(',').filter(|t| !t.is_empty()).take(4) {
+                    match self.hub.message(me.id, &m.command, target, &text) {
+                        Ok(delivered) => {
+                            if let Some(room) = delivered.room {
+                                let entry = ChatLine {
+                                    at: unix_now(),
+                                    room,
+                                    sender: me.nick.clone(),
+                                    text: text.clone(),
+                                };
+                                if let Err(e) = self.shared.accounts.log_chat(&entry).await {
+                                    tracing::warn!(error = %e, "cannot write the chat log");
+                                }
+                            }
+                            if let (Some((nick, away)), false) = (delivered.away, notice) {
+                                self.num("301", &[&nick, &away]);
+                            }
+                        }
+                        // NOTICE never gets an automatic reply (RFC 2812 §3.3.2).
+                        Err(e) if !notice => self.send(e.message(&self.server, &me.nick)),
+                        Err(_) => {}
+                    }
+                }
+            }
+            "NAMES" if !need(1) => self.num("366", &["*", "End of /NAMES list"]),
+            "NAMES" => {
+                for room in p(0).split(',') {
+                    self.names(room);
+                }
+            }
+            "TOPIC" if !need(1) => self.num("461", &["TOPIC", "Not enough parameters"]),
+            "TOPIC" if need(2) => {
+                if let Err(e) = self.hub.set_topic(me.id, &p(0), &p(1)) {
+                    self.send(e.message(&self.server, &me.nick));
+                }
+            }
+            "TOPIC" => match self.hub.topic(&p(0)) {
+                None => self.send(HubError::NoSuchChannel(p(0)).message(&self.server, &me.nick)),
+                Some((name, None)) => self.num("331", &[&name, "No topic is set"]),
+                Some((name, Some((text, who, at)))) => {
+                    self.num("332", &[&name, &text]);
+                    self.num("333", &[&name, &who, &at.to_string()]);
+                }
+            },
+            "MODE" if !need(1) => self.num("461", &["MODE", "Not enough parameters"]),
+            "MODE" => self.mode(&me, &m),
+            "WHO" => {
+                let target = if need(1) { p(0) } else { "*".into() };
+                for w in self.hub.who(&target) {
+                    let flags = format!(
+                        "{}{}",
+                        if w.away { 'G' } else { 'H' },
+                        if w.op { "@" } else { "" }
+                    );
+                    let room = if target.starts_with('#') {
+                        target.as_str()
+                    } else {
+                        "*"
+                    };
+                    self.num(
+                        "352",
+                        &[
+                            room,
+                            &w.user,
+                            &w.host,
+                            &self.server,
+                            &w.nick,
+                            &flags,
+                            &format!("0 {}", w.realname),
+                        ],
+                    );
+                }
+                self.num("315", &[&target, "End of /WHO list"]);
+            }
+            "WHOIS" if !need(1) => self.num("431", &["No nickname given"]),
+            "WHOIS" => {
+                let nick = m.params.last().cloned().unwrap_or_default();
+                match self.hub.whois(&nick) {
+                    Some(w) => {
+                        self.num(
+                            "311",
+                            &[&w.who.nick, &w.who.user, &w.who.host, "*", &w.who.realname],
+                        );
+                        if !w.rooms.is_empty() {
+                            self.num("319", &[&w.who.nick, &w.rooms.join(" ")]);
+                        }
+                        self.num("312", &[&w.who.nick, &self.server, "Ferry chat"]);
+                        if let Some(away) = &w.away {
+                            self.num("301", &[&w.who.nick, away]);
+                        }
+                        if let Some(account) = &w.account {
+                            self.num("330", &[&w.who.nick, account, "is logged in as"]);
+                        }
+                        self.num(
+                            "317",
+                            &[
+                                &w.who.nick,
+                                "0",
+                                &w.signon.to_string(),
+                                "seconds idle, signon time",
+                            ],
+                        );
+                        self.num("318", &[&w.who.nick, "End of /WHOIS list"]);
+                    }
+                    None => {
+                        self.num("401", &[&nick, "No such nick/channel"]);
+                        self.num("318", &[&nick, "End of /WHOIS list"]);
+                    }
+                }
+            }
+            "AWAY" if p(0).is_empty() => {
+                self.hub.set_away(me.id, None);
+                self.num("305", &["You are no longer marked as being away"]);
+            }
+            "AWAY" => {
+                self.hub
+                    .set_away(me.id, Some(p(0).chars().take(200).collect()));
+                self.num("306", &["You have been marked as being away"]);
+            }
+            "LIST" => {
+                self.num("321", &["Channel", "Users  Name"]);
+                for (room, n, topic) in self.hub.list() {
+                    self.num("322", &[&room, &n.to_string(), &topic]);
+                }
+                self.num("323", &["End of /LIST"]);
+            }
+            "ISON" => {
+                let on: Vec<String> = m
+                    .params
+                    .iter()
+                    .flat_map(|p| p.split_whitespace())
+                    .filter(|n| self.hub.is_online(n))
+                    .map(str::to_string)
+                    .collect();
+                self.num("303", &[&on.join(" ")]);
+            }
+            "LUSERS" => {
+                let (users, rooms) = self.hub.counts();
+                self.num(
+                    "251",
+                    &[&format!(
+                        "There are {users} users and 0 invisible on 1 servers"
+                    )],
+                );
+                self.num("254", &[&rooms.to_string(), "channels formed"]);
+                self.num("255", &[&format!("I have {users} clients and 0 servers")]);
+            }
+            "MOTD" => self.num("422", &["MOTD File is missing"]),
+            "VERSION" => self.num("351", &[VERSION, &self.server, "Ferry chat"]),
+            "USERHOST" => {
+                let replies: Vec<String> = m
+                    .params
+                    .iter()
+                    .filter_map(|n| self.hub.whois(n))
+                    .map(|w| {
+                        format!(
+                            "{}={}{}@{}",
+                            w.who.nick,
+                            if w.away.is_some() { '-' } else { '+' },
+                            w.who.user,
+                            w.who.host
+                        )
+                    })
+                    .collect();
+                self.num("302", &[&replies.join(" ")]);
+            }
+            other => self.num("421", &[other, "Unknown command"]),
+        }
+        Next::Go
+    }
+
+    fn mode(&mut self, me: &Identity, m: &Message) {
+        let target = m.param(0).unwrap_or("");
+        let modes = m.param(1).unwrap_or("");
+        if target.starts_with('#') {
+            let Some((room, created)) = self.hub.room_info(target) else {
+                self.send(
+                    HubError::NoSuchChannel(target.to_string()).message(&self.server, &me.nick),
+                );
+                return;
+            };
+            match modes {
+                "" => {
+                    self.num("324", &[&room, "+n"]);
+                    self.num("329", &[&room, &created.to_string()]);
+                }
+                "b" | "+b" => self.num("368", &[&room, "End of channel ban list"]),
+                other => {
+                    let c = other
+                        .trim_start_matches(['+', '-'])
+                        .chars()
+                        .next()
+                        .unwrap_or('?');
+                    self.num(
+                        "472",
+                        &[&c.to_string(), "is not a mode this server lets you change"],
+                    );
+                }
+            }
+        } else if irc::fold(target) != irc::fold(&me.nick) {
+            self.num("502", &["Cannot change mode for other users"]);
+        } else {
+            match modes {
+                "" => self.num(
+                    "221",
+                    &[if self.hub.is_invisible(me.id) {
+                        "+i"
+                    } else {
+                        "+"
+                    }],
+                ),
+                "+i" | "-i" => {
+                    self.hub.set_invisible(me.id, modes == "+i");
+                    self.send(
+                        Message::new("MODE", [me.nick.as_str(), modes])
+                            .with_prefix(me.prefix.as_str()),
+                    );
+                }
+                _ => self.num("501", &["Unknown MODE flag"]),
+            }
+        }
+    }
+}
