@@ -72,6 +72,24 @@ def srv(make_ferry):
     server.stop(timeout=15)
 
 
+@pytest.fixture
+def closing():
+    """`closing(x)` returns `x` and closes it (`x.close()`) at the end of the test, e.g. IRC
+    connections, so a failed test leaves none open."""
+    items = []
+
+    def add(x):
+        items.append(x)
+        return x
+
+    yield add
+    for x in reversed(items):
+        try:
+            x.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
 _uniq = itertools.count()
 
 

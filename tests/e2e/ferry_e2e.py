@@ -30,6 +30,7 @@ FERRY_BIN = os.environ.get("FERRY_BIN") or str(REPO / "target" / "debug" / "ferr
 HOST = "127.0.0.1"
 
 LISTEN_RE = re.compile(r"^listening ftp (\S+):(\d+)$")
+CHAT_LISTEN_RE = re.compile(r"^listening (chat|chat-tls) (\S+):(\d+)$")
 
 # Passive ranges: blocks of 200 ports in 20000-29999, starting at a random block so two
 # suites running at once on one machine are unlikely to collide.
@@ -227,6 +228,8 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.stdout_lines: list[str] = []
         self._listening = threading.Event()
+        self.chat_port: int | None = None
+        self.chat_tls_port: int | None = None
         n = len(ferry.servers)
         self.stderr_path = ferry.data_dir.parent / f"{ferry.data_dir.name}-serve{n}.stderr.log"
 
@@ -235,8 +238,22 @@ class Server:
                "--passive-ports", f"{self.pasv_lo}-{self.pasv_hi}"]
         for s in self.sets:
             cmd += ["--set", s]
+        cmd += self._chat_args()
         cmd += self.extra_args
         return cmd
+
+    def _chat_args(self) -> list[str]:
+        """`--chat-listen 127.0.0.1:0` unless the test chose its own chat listeners: the chat
+        service's default port (6667) would collide between servers. Left out for a binary
+        without chat."""
+        if not ferry_has_chat():
+            return []
+        if any(a.startswith("--chat-listen") and not a.startswith("--chat-listen-tls")
+               for a in self.extra_args):
+            return []
+        if any(s.startswith("chat.listen=") for s in self.sets):
+            return []
+        return ["--chat-listen", f"{HOST}:0"]
 
     def start(self, wait: bool = True, timeout: float = 30):
         cmd = self._command()
@@ -258,6 +275,12 @@ class Server:
         for raw in self.proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             self.stdout_lines.append(line)
+            m = CHAT_LISTEN_RE.match(line)
+            if m:
+                if m.group(1) == "chat" and self.chat_port is None:
+                    self.chat_port = int(m.group(3))
+                elif m.group(1) == "chat-tls" and self.chat_tls_port is None:
+                    self.chat_tls_port = int(m.group(3))
             self._on_stdout_line(line)
 
     def _on_stdout_line(self, line: str):
@@ -356,6 +379,31 @@ class Server:
 
     def url(self, path: str = "") -> str:
         return f"ftp://{self.host}:{self.port}/" + urllib.parse.quote(path.lstrip("/"))
+
+    # -- chat (IRC)
+
+    def wait_chat(self, tls: bool = False, timeout: float = 10) -> int:
+        """The chat listener's port (`listening chat[-tls] HOST:PORT` on stdout)."""
+        attr = "chat_tls_port" if tls else "chat_port"
+        return wait_until(lambda: getattr(self, attr), timeout, 0.02,
+                          f"a 'listening chat{'-tls' if tls else ''}' line (stdout: {self.stdout_lines})")
+
+    def irc(self, tls: bool = False, timeout: float = 15, context: ssl.SSLContext | None = None) -> "IrcConn":
+        """A raw, unregistered IRC connection to the chat service (TLS on the chat-tls port)."""
+        port = self.wait_chat(tls)
+        return IrcConn(HOST, port, timeout=timeout, tls=tls, context=context)
+
+    def irc_user(self, user: "User", how: str = "pass", tls: bool = False, nick: str | None = None,
+                 timeout: float = 15) -> "IrcConn":
+        """An IRC connection registered as `user` (`how`: "pass" for PASS account:password,
+        "sasl" for SASL PLAIN), its registration burst and auto-join read."""
+        c = self.irc(tls=tls, timeout=timeout)
+        try:
+            c.register(user, how=how, nick=nick)
+        except BaseException:
+            c.close()
+            raise
+        return c
 
 
 # --------------------------------------------------------------------------- raw control connection
@@ -785,6 +833,7 @@ class TlsServer(Server):
         cmd += ["--passive-ports", f"{self.pasv_lo}-{self.pasv_hi}"]
         for s in self.sets:
             cmd += ["--set", s]
+        cmd += self._chat_args()
         cmd += self.extra_args
         return cmd
 
@@ -962,3 +1011,356 @@ def lftp_tls(server: Server, user: User, script: str, timeout: float = 240, cwd:
     if priority is not None:
         prelude += f'set ssl:priority "{priority}"; '
     return lftp(server, user, prelude + script, timeout=timeout, cwd=cwd, check=check)
+
+
+# --------------------------------------------------------------------------- chat (IRC)
+
+
+_HAS_CHAT: list[bool] = []
+
+
+def ferry_has_chat() -> bool:
+    """Whether the binary has the chat service (`ferry serve --chat-listen`)."""
+    if not _HAS_CHAT:
+        try:
+            p = subprocess.run([FERRY_BIN, "serve", "--help"], capture_output=True, text=True, timeout=60,
+                               stdin=subprocess.DEVNULL)
+            _HAS_CHAT.append("--chat-listen" in p.stdout)
+        except (OSError, subprocess.SubprocessError):
+            _HAS_CHAT.append(False)
+    return _HAS_CHAT[0]
+
+
+@dataclass
+class IrcMsg:
+    raw: str
+    prefix: str
+    command: str  # upper case; numerics as "001"
+    params: list[str]
+    tags: str = ""
+
+    @property
+    def nick(self) -> str:
+        """The sender's nick (the prefix up to '!')."""
+        return self.prefix.split("!", 1)[0]
+
+    def param(self, i: int, default: str = "") -> str:
+        return self.params[i] if -len(self.params) <= i < len(self.params) else default
+
+    @property
+    def text(self) -> str:
+        """The last parameter (the trailing one, usually)."""
+        return self.params[-1] if self.params else ""
+
+    def __str__(self):
+        return self.raw
+
+
+def parse_irc(line: str) -> IrcMsg:
+    """A lenient parser of one IRC line (without CR LF): [@tags] [:prefix] COMMAND params [:trailing]."""
+    rest, tags, prefix = line, "", ""
+    if rest.startswith("@"):
+        tags, _, rest = rest[1:].partition(" ")
+        rest = rest.lstrip(" ")
+    if rest.startswith(":"):
+        prefix, _, rest = rest[1:].partition(" ")
+        rest = rest.lstrip(" ")
+    if rest.startswith(":"):
+        head, trailing = "", [rest[1:]]
+    elif " :" in rest:
+        head, _, t = rest.partition(" :")
+        trailing = [t]
+    else:
+        head, trailing = rest, []
+    words = head.split()
+    command = words[0].upper() if words else ""
+    return IrcMsg(line, prefix, command, words[1:] + trailing, tags)
+
+
+def sasl_plain(authcid: str, password: str, authzid: str = "") -> str:
+    """The base64 AUTHENTICATE payload of SASL PLAIN."""
+    import base64
+    return base64.b64encode(f"{authzid}\0{authcid}\0{password}".encode()).decode()
+
+
+class IrcConn:
+    """A raw IRC client connection: send exact lines, read parsed messages with deadlines.
+
+    Every message read is appended to `log`; `wait_for` consumes messages from a cursor
+    (`pos`) and returns the first that matches; `mark()`/`since()` look at everything that
+    arrived after a point whatever was consumed. A server PING is answered automatically
+    (`auto_pong`)."""
+
+    _tokens = iter(range(1, 1 << 62))
+
+    def __init__(self, host: str, port: int, timeout: float = 15, tls: bool = False,
+                 context: ssl.SSLContext | None = None, rcvbuf: int | None = None):
+        if rcvbuf is None:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        else:  # a small receive buffer, set before the handshake so the window stays small
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.settimeout(timeout)
+            sock.connect((host, port))
+        if tls:
+            sock = (context or tls_client_context()).wrap_socket(sock, server_hostname=host)
+        sock.settimeout(timeout)
+        self.sock = sock
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.buf = b""
+        self.log: list[IrcMsg] = []
+        self.pos = 0
+        self.eof = False
+        self.nick: str | None = None
+        self.auto_pong = True
+
+    # -- plumbing
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def sendraw(self, data: bytes):
+        self.sock.sendall(data)
+
+    def send(self, line: str | bytes, eol: bytes = b"\r\n"):
+        if isinstance(line, str):
+            line = line.encode("utf-8")
+        self.sock.sendall(line + eol)
+
+    def _read_one(self, deadline: float) -> IrcMsg:
+        """Read one more message into the log. Raises ConnectionClosed at EOF, socket.timeout
+        at the deadline."""
+        while b"\n" not in self.buf:
+            if self.eof:
+                raise ConnectionClosed(f"connection closed; unparsed bytes: {self.buf!r}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("deadline")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except (ConnectionResetError, BrokenPipeError):
+                data = b""
+            except ssl.SSLError as e:  # a TLS peer that vanished without close_notify
+                if "EOF" in str(e) or "UNEXPECTED" in str(e).upper():
+                    data = b""
+                else:
+                    raise
+            if not data:
+                self.eof = True
+                continue
+            self.buf += data
+        raw, self.buf = self.buf.split(b"\n", 1)
+        msg = parse_irc(raw.rstrip(b"\r").decode("utf-8", "replace"))
+        self.log.append(msg)
+        if self.auto_pong and msg.command == "PING":
+            try:
+                self.send("PONG :" + msg.text)
+            except OSError:
+                pass
+        return msg
+
+    def recent(self, n: int = 25) -> str:
+        return "\n".join("  " + m.raw for m in self.log[-n:])
+
+    # -- reading
+
+    def wait_for(self, pred, timeout: float | None = None, what: str | None = None) -> IrcMsg:
+        """The first message from the cursor on that matches `pred`: a callable, a command
+        name or numeric, or a tuple of them. Consumes up to it."""
+        if isinstance(pred, str):
+            want = (pred.upper(),)
+            what = what or pred
+            pred = lambda m, want=want: m.command in want  # noqa: E731
+        elif isinstance(pred, tuple):
+            want = tuple(p.upper() for p in pred)
+            what = what or "/".join(want)
+            pred = lambda m, want=want: m.command in want  # noqa: E731
+        what = what or "a matching message"
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            while self.pos < len(self.log):
+                m = self.log[self.pos]
+                self.pos += 1
+                if pred(m):
+                    return m
+            try:
+                self._read_one(deadline)
+            except socket.timeout:
+                raise AssertionError(f"timed out waiting for {what}; last lines received:\n{self.recent()}") \
+                    from None
+            except ConnectionClosed:
+                raise AssertionError(f"connection closed while waiting for {what}; last lines:\n{self.recent()}") \
+                    from None
+
+    def expect(self, *commands: str, timeout: float | None = None) -> IrcMsg:
+        return self.wait_for(tuple(commands), timeout)
+
+    def mark(self) -> int:
+        return len(self.log)
+
+    def since(self, mark: int) -> list[IrcMsg]:
+        return self.log[mark:]
+
+    def drain(self, quiet: float = 0.3, timeout: float = 5) -> list[IrcMsg]:
+        """Read until nothing arrives for `quiet` seconds (or `timeout`); returns the new
+        messages and moves the cursor to the end."""
+        start = len(self.log)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                self._read_one(min(deadline, time.monotonic() + quiet))
+        except (socket.timeout, ConnectionClosed):
+            pass
+        self.pos = len(self.log)
+        return self.log[start:]
+
+    def sync(self, timeout: float | None = None) -> list[IrcMsg]:
+        """PING with a fresh token and wait for its PONG: everything the server queued for
+        this connection before it read the PING has then arrived. Returns the messages
+        that arrived meanwhile (before the PONG); the cursor moves past the PONG."""
+        token = f"sync-{next(self._tokens)}"
+        start = len(self.log)
+        self.send(f"PING :{token}")
+        self.wait_for(lambda m: m.command == "PONG" and m.text == token, timeout, f"PONG {token}")
+        return [m for m in self.log[start:] if not (m.command == "PONG" and m.text == token)]
+
+    def start_reader(self) -> threading.Thread:
+        """Read in a background thread (into `log`) until `stop_reader()` or EOF; meanwhile
+        look at the log with `poll_for` only."""
+        self._stop = threading.Event()
+
+        def run():
+            while not self._stop.is_set():
+                try:
+                    self._read_one(time.monotonic() + 0.2)
+                except socket.timeout:
+                    continue
+                except (ConnectionClosed, OSError):
+                    return
+
+        self._reader = threading.Thread(target=run, daemon=True)
+        self._reader.start()
+        return self._reader
+
+    def stop_reader(self):
+        self._stop.set()
+        self._reader.join(5)
+
+    def poll_for(self, pred, timeout: float, what: str = "a matching message", start: int = 0) -> IrcMsg:
+        """With a background reader: wait until a message from index `start` of the log
+        matches `pred`."""
+        def find():
+            for m in self.log[start:]:
+                if pred(m):
+                    return m
+            return None
+        try:
+            return wait_until(find, timeout, 0.02, what)
+        except AssertionError:
+            raise AssertionError(f"timed out waiting for {what}; last lines received:\n{self.recent()}") from None
+
+    def closed(self, timeout: float = 10) -> bool:
+        """Read (keeping the messages) until EOF; True if the server closed within `timeout`."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                self._read_one(deadline)
+        except ConnectionClosed:
+            return True
+        except socket.timeout:
+            return False
+        except OSError:
+            return True
+
+    # -- registration
+
+    def register(self, user: "User | None" = None, how: str = "pass", nick: str | None = None,
+                 password: str | None = None, join: bool = True, timeout: float | None = None) -> IrcMsg:
+        """Register and return the 001. `how`: "pass" (PASS account:password), "pass-nick"
+        (PASS password with NICK = account), "sasl" (CAP LS 302 + SASL PLAIN), "none" (no
+        login). With `join`, also waits for the end of the auto-joined room's NAMES and the
+        history after it (a PING round trip)."""
+        name = user.name if user else (nick or "guest")
+        pw = password if password is not None else (user.password if user else "")
+        nick = nick or name
+        if how == "sasl":
+            self.send("CAP LS 302")
+            self.send(f"NICK {nick}")
+            self.send(f"USER {name} 0 * :Ferry e2e {name}")
+            ls = self.expect("CAP", timeout=timeout)
+            assert ls.param(1) == "LS" and "sasl" in ls.text, f"CAP LS reply: {ls}"
+            self.send("CAP REQ :sasl")
+            ack = self.expect("CAP", timeout=timeout)
+            assert ack.param(1) == "ACK" and ack.text.split() == ["sasl"], f"CAP REQ sasl reply: {ack}"
+            self.send("AUTHENTICATE PLAIN")
+            plus = self.expect("AUTHENTICATE", timeout=timeout)
+            assert plus.params == ["+"], plus
+            self.send(f"AUTHENTICATE {sasl_plain(name, pw)}")
+            self.expect("900", timeout=timeout)
+            self.expect("903", timeout=timeout)
+            self.send("CAP END")
+        else:
+            if how == "pass":
+                self.send(f"PASS {name}:{pw}")
+            elif how == "pass-nick":
+                self.send(f"PASS {pw}")
+            else:
+                assert how == "none", how
+            self.send(f"NICK {nick}")
+            self.send(f"USER {name} 0 * :Ferry e2e {name}")
+        welcome = self.wait_for(lambda m: m.command in ("001", "464", "904", "ERROR", "451"), timeout, "001")
+        assert welcome.command == "001", f"registration refused: {welcome}\n{self.recent()}"
+        self.nick = welcome.param(0)
+        if join:
+            self.wait_for(lambda m: m.command == "366", timeout, "366 after the auto-join")
+            self.sync(timeout)
+        return welcome
+
+
+def lines_where(msgs: list[IrcMsg], command: str, text: str | None = None, target: str | None = None) -> list[IrcMsg]:
+    """The messages with this command (and trailing text / first parameter)."""
+    return [m for m in msgs if m.command == command.upper()
+            and (text is None or m.text == text) and (target is None or m.param(0) == target)]
+
+
+def db_execute(ferry: Ferry, sql: str, params: tuple = ()) -> int:
+    """Run one statement on the data directory's `ferry.db` (for settings the CLI has no
+    command for); returns the number of rows changed."""
+    import sqlite3
+    con = sqlite3.connect(str(ferry.data_dir / "ferry.db"), timeout=10)
+    try:
+        cur = con.execute(sql, params)
+        con.commit()
+        return cur.rowcount
+    finally:
+        con.close()
+
+
+def db_query(ferry: Ferry, sql: str, params: tuple = ()) -> list[tuple]:
+    import sqlite3
+    con = sqlite3.connect(str(ferry.data_dir / "ferry.db"), timeout=10)
+    try:
+        return con.execute(sql, params).fetchall()
+    finally:
+        con.close()
+
+
+def proc_rss_kib(pid: int) -> int:
+    """Resident set size of a process (VmRSS), KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
