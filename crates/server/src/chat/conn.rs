@@ -142,6 +142,15 @@ async fn read_line(
             if l.last() == Some(&b'\r') {
                 l.truncate(l.len() - 1);
             }
+            // 512 bytes with CRLF for the message itself; an IRCv3 tags section comes on top.
+            let tags = if l.first() == Some(&b'@') {
+                l.iter().position(|&b| b == b' ').map_or(l.len(), |i| i + 1)
+            } else {
+                0
+            };
+            if l.len() - tags + 2 > irc::MAX_LINE || tags > irc::MAX_TAGS {
+                return Ok(Err(()));
+            }
             return Ok(Ok(l.to_vec()));
         }
         if buf.len() > MAX_INPUT {
