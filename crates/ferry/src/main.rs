@@ -1,6 +1,7 @@
 //! The `ferry` binary: `ferry serve` runs the server, `ferry user …` administers accounts.
 //! Argument parsing (clap) and wiring only; the work happens in the libraries.
 
+mod client;
 mod serve;
 mod user;
 
@@ -24,6 +25,24 @@ enum Cmd {
     /// Administer accounts: add, passwd, del, list, quota, rescan (works while the server runs).
     #[command(subcommand)]
     User(user::UserCmd),
+    /// List remote directories: ferry ls ftp://user@host:2121/dir (exit codes: see its --help)
+    Ls(client::LsArgs),
+    /// Download files or trees (-r), resumable (-c), checked against the server's digest
+    Get(client::GetArgs),
+    /// Upload files or trees (-r), resumable (-c), checked against the server's digest
+    Put(client::PutArgs),
+    /// Delete remote files
+    Rm(client::PathsArgs),
+    /// Create remote directories (-p: with their parents)
+    Mkdir(client::MkdirArgs),
+    /// Remove empty remote directories
+    Rmdir(client::PathsArgs),
+    /// Rename or move a remote file or directory
+    Mv(client::MvArgs),
+    /// Show the server's digest (SHA-256 where offered) of remote files
+    Hash(client::PathsArgs),
+    /// Show the account's disk usage, quota and free space
+    Quota(client::QuotaArgs),
 }
 
 /// Where the data lives, shared by `serve` and `user`.
@@ -82,6 +101,15 @@ fn main() -> ExitCode {
         match cli.command {
             Cmd::Serve(args) => serve::run(args).await,
             Cmd::User(cmd) => user::run(cmd).await,
+            Cmd::Ls(args) => client::ls(args).await,
+            Cmd::Get(args) => client::get(args).await,
+            Cmd::Put(args) => client::put(args).await,
+            Cmd::Rm(args) => client::rm(args).await,
+            Cmd::Mkdir(args) => client::mkdir(args).await,
+            Cmd::Rmdir(args) => client::rmdir(args).await,
+            Cmd::Mv(args) => client::mv(args).await,
+            Cmd::Hash(args) => client::hash(args).await,
+            Cmd::Quota(args) => client::quota(args).await,
         }
     });
     match result {

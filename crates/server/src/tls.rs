@@ -129,7 +129,7 @@ impl Tls {
             .map_err(|e| TlsError::Config(e.to_string()))?;
         // Long sessions open hundreds of data connections, each resuming the control session:
         // hand out enough TLS 1.3 tickets that a client never runs dry.
-        config.send_tls13_tickets = 4;
+        config.send_tls13_tickets = 8;
         config.ignore_client_order = true;
         Ok(Tls {
             base: Arc::new(config),
@@ -161,14 +161,19 @@ impl Tls {
         control.session_storage = ServerSessionMemoryCache::new(64);
         control.ticketer =
             rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
-        // No TLS 1.3 tickets on data connections: an uploading client never reads its data
-        // connection, and unread ticket bytes make its close a TCP RST that can destroy the end
-        // of the upload. The control connection's tickets (stateless, reusable) serve them all.
-        let mut data = control.clone();
-        data.send_tls13_tickets = 0;
+        // Clients that use each TLS 1.3 ticket once (rustls, RFC 8446's advice) need a fresh
+        // ticket per data connection. Downloads and listings hand one out (the client reads the
+        // connection to its end anyway). Uploads must not: an uploading client never reads its
+        // data connection, and unread ticket bytes turn its close into a TCP RST that can destroy
+        // the end of the upload.
+        let mut download = control.clone();
+        download.send_tls13_tickets = 1;
+        let mut upload = control.clone();
+        upload.send_tls13_tickets = 0;
         Ok(SessionTls {
             control: Arc::new(control),
-            data: Arc::new(data),
+            download: Arc::new(download),
+            upload: Arc::new(upload),
         })
     }
 }
@@ -178,8 +183,10 @@ impl Tls {
 pub struct SessionTls {
     /// For the control connection (issues the session tickets).
     pub control: Arc<ServerConfig>,
-    /// For its protected data connections.
-    pub data: Arc<ServerConfig>,
+    /// For its protected downloads and listings (replenishes one TLS 1.3 ticket each).
+    pub download: Arc<ServerConfig>,
+    /// For its protected uploads (no tickets: see [`Tls::session_config`]).
+    pub upload: Arc<ServerConfig>,
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ fn ensure_data(s: &Session) -> Result<(), CommandError> {
 }
 
 /// Starts a transfer task with the session's data plan.
-fn spawn<F, Fut>(s: &mut Session, what: String, f: F)
+fn spawn<F, Fut>(s: &mut Session, what: String, upload: bool, f: F)
 where
     F: FnOnce(Ctx, DataPlan) -> Fut,
     Fut: Future<Output = Reply> + Send + 'static,
@@ -67,7 +67,13 @@ where
         user,
         ascii: s.st.ascii,
         tls: if s.st.prot_private {
-            s.tls.as_ref().map(|t| t.data.clone())
+            s.tls.as_ref().map(|t| {
+                if upload {
+                    t.upload.clone()
+                } else {
+                    t.download.clone()
+                }
+            })
         } else {
             None
         },
@@ -85,7 +91,7 @@ where
 /// Sends an already built listing over the data connection.
 pub fn start_listing(s: &mut Session, what: String, bytes: Vec<u8>) -> Result<Reply, CommandError> {
     ensure_data(s)?;
-    spawn(s, what, move |ctx, plan| {
+    spawn(s, what, false, move |ctx, plan| {
         transfer::send_listing(ctx, plan, bytes)
     });
     Ok(Reply::new(150, "Here comes the directory listing"))
@@ -129,6 +135,7 @@ pub async fn retr(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
     spawn(
         s,
         format!("RETR {target} ({})", format_size(size)),
+        false,
         move |ctx, plan| transfer::download(ctx, plan, file, offset, end, vpath),
     );
     Ok(Reply::new(150, text))
@@ -277,6 +284,8 @@ async fn store(
         hash: shared.config.ftp.hash_uploads,
         stou_name,
     };
-    spawn(s, what, move |ctx, plan| transfer::upload(ctx, plan, up));
+    spawn(s, what, true, move |ctx, plan| {
+        transfer::upload(ctx, plan, up)
+    });
     Ok(Reply::new(150, text))
 }
