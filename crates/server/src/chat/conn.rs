@@ -23,6 +23,8 @@ use crate::server::{ConnSlot, Shared};
 const VERSION: &str = concat!("ferry-", env!("CARGO_PKG_VERSION"));
 /// Longest line accepted: the 512-byte message plus an IRCv3 tags section.
 const MAX_INPUT: usize = irc::MAX_LINE + irc::MAX_TAGS;
+/// Kernel send buffer of a chat connection.
+const CHAT_SNDBUF: usize = 64 * 1024;
 /// Longest SASL payload accepted (PLAIN of a 1 KiB password, base64).
 const MAX_SASL: usize = 2048;
 
@@ -72,6 +74,9 @@ pub async fn run(
 ) {
     let _slot = slot;
     let _ = stream.set_nodelay(true);
+    // A fixed, modest kernel send buffer: the send queue (in lines) is then what decides when a
+    // client that does not read is dropped, instead of megabytes of autotuned socket buffer.
+    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(CHAT_SNDBUF);
     let stream = if tls {
         let accept = tokio_rustls::TlsAcceptor::from(shared.tls.base()).accept(stream);
         match tokio::time::timeout(shared.config.tls_handshake_timeout(), accept).await {
