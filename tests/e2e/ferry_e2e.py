@@ -236,7 +236,9 @@ class Server:
     def _command(self) -> list[str]:
         cmd = [FERRY_BIN, "serve", "--data-dir", str(self.ferry.data_dir), "--listen", f"{HOST}:0",
                "--passive-ports", f"{self.pasv_lo}-{self.pasv_hi}"]
-        for s in self.sets:
+        # FERRY_E2E_SETS="key=value;key=value": settings for every server of a run, before the
+        # test's own (which win), to run a suite again on another code path.
+        for s in [*filter(None, os.environ.get("FERRY_E2E_SETS", "").split(";")), *self.sets]:
             cmd += ["--set", s]
         cmd += self._chat_args()
         cmd += self.extra_args

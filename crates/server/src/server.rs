@@ -82,6 +82,8 @@ pub struct Shared {
     pub shutdown: Shutdown,
     /// Tracks every session and transfer task.
     pub tracker: TaskTracker,
+    /// Open home directories, one handle per account.
+    pub homes: crate::storage::Homes,
     next_id: AtomicU64,
     user_locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -320,6 +322,7 @@ impl Server {
             tracker: TaskTracker::new(),
             next_id: AtomicU64::new(0),
             user_locks: Mutex::new(HashMap::new()),
+            homes: crate::storage::Homes::default(),
         });
         Ok(Server { shared, listeners })
     }

@@ -4,11 +4,12 @@
 //! The methods are synchronous file-system calls; sessions run them with [`blocking`]. This is the
 //! storage seam of DESIGN §11: uploads go through explicit temp-file commit/abort steps.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 use cap_fs_ext::{DirExt, SystemTimeSpec};
@@ -85,6 +86,13 @@ impl Home {
     /// Where the home is on disk (for logs and `ferry user list`).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the directory this handle holds was removed (its link count fell to 0). Asks the
+    /// open descriptor (`fstat`), not the path, so it never waits on path resolution.
+    fn is_removed(&self) -> bool {
+        use cap_std::fs::MetadataExt as _;
+        self.dir.dir_metadata().map_or(true, |m| m.nlink() == 0)
     }
 
     /// Metadata of a path (symlinks followed, inside the jail only).
@@ -226,6 +234,47 @@ impl Home {
     }
 }
 
+/// The open homes, shared by all sessions of a user: a thousand sessions of one account hold one
+/// directory descriptor, not a thousand, and a login whose home is already open needs no
+/// file-system call at all.
+#[derive(Debug, Default)]
+pub struct Homes {
+    open: Mutex<HashMap<(i64, PathBuf), Weak<Dir>>>,
+}
+
+impl Homes {
+    /// The home of account `user_id` at `path`: the handle other sessions of the account hold,
+    /// or a newly opened one (created if missing) if none is open or the open one was removed.
+    pub async fn open(&self, user_id: i64, path: PathBuf) -> Result<Home, CommandError> {
+        let key = (user_id, path);
+        if let Some(home) = self.live(&key) {
+            return Ok(home);
+        }
+        let opened_path = key.1.clone();
+        let home =
+            blocking(move || Home::open(&opened_path).map_err(CommandError::from_io)).await?;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget homes nobody holds any more before the map grows (amortised: at most every
+        // doubling).
+        if open.len() >= 64 && open.len().is_power_of_two() {
+            open.retain(|_, weak| weak.strong_count() > 0);
+        }
+        open.insert(key, Arc::downgrade(&home.dir));
+        Ok(home)
+    }
+
+    fn live(&self, key: &(i64, PathBuf)) -> Option<Home> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = open.get(key)?.upgrade()?;
+        drop(open);
+        let home = Home {
+            dir,
+            path: Arc::new(key.1.clone()),
+        };
+        (!home.is_removed()).then_some(home)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +310,32 @@ mod tests {
         let (_f, temp) = h.create_temp(&VirtualPath::root()).unwrap();
         assert!(h.commit_temp_if_absent(&temp, &vp("b")).unwrap());
         assert!(tmp.path().join("b").exists());
+    }
+
+    #[tokio::test]
+    async fn sessions_of_one_user_share_one_home_handle_until_it_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("alice");
+        let homes = Homes::default();
+        let a = homes.open(1, path.clone()).await.unwrap();
+        let b = homes.open(1, path.clone()).await.unwrap();
+        assert!(Arc::ptr_eq(&a.dir, &b.dir));
+        let other = homes.open(2, path.clone()).await.unwrap();
+        assert!(
+            !Arc::ptr_eq(&a.dir, &other.dir),
+            "another account id opens its own"
+        );
+        // The directory is removed and made again: new logins get the new one.
+        std::fs::remove_dir(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let c = homes.open(1, path.clone()).await.unwrap();
+        assert!(!Arc::ptr_eq(&a.dir, &c.dir));
+        c.mkdir(&vp("d")).unwrap();
+        assert!(path.join("d").is_dir());
+        // Nobody holds it any more: the next login opens it again.
+        drop((a, b, c));
+        let d = homes.open(1, path).await.unwrap();
+        assert!(d.try_stat(&vp("d")).unwrap().is_some());
     }
 
     #[test]

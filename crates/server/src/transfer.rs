@@ -33,6 +33,9 @@ use crate::xferlog::XferRecord;
 /// Upload buffer size; at most [`UPLOAD_BUFFERS`] of them per upload.
 const UPLOAD_BUF: usize = 256 * 1024;
 const UPLOAD_BUFFERS: usize = 4;
+/// Pipe size asked for by spliced uploads (the kernel's default maximum for unprivileged
+/// processes).
+const SPLICE_PIPE: usize = 1 << 20;
 /// Largest single `sendfile` call.
 const SENDFILE_CHUNK: usize = 4 << 20;
 /// Quota reservations grow geometrically between these bounds.
@@ -425,7 +428,91 @@ pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Reply {
         ..
     } = up;
 
-    // The writer thread: writes filled buffers in order, hashes them, hands them back.
+    let limits = Limits {
+        offset,
+        old_size,
+        quota,
+    };
+    // Plaintext without a digest to compute: the bytes need not pass through user space.
+    let outcome = if !hash && ctx.tls.is_none() {
+        receive_spliced(&ctx, plan, file, &limits, &mut reservation).await
+    } else {
+        receive_buffered(&ctx, plan, file, hash, &limits, &mut reservation).await
+    };
+    // A finished overwrite is only committed if the control connection did not die with the data
+    // connection: in stream mode a killed client looks exactly like EOF on the data connection.
+    let outcome = match outcome {
+        Ok(v) if matches!(kind, UploadKind::Replace { .. }) => {
+            tokio::select! {
+                _ = ctx.abort.cancelled() => Err(Failure::Aborted),
+                _ = tokio::time::sleep(CONTROL_CHECK) => Ok(v),
+            }
+        }
+        other => other,
+    };
+    finish_upload(
+        &ctx,
+        home,
+        kind,
+        up.path,
+        offset,
+        old_size,
+        reservation,
+        outcome,
+        started,
+        up.announce,
+        up.new_file_charged,
+        up.stou_name,
+    )
+    .await
+    .unwrap_or_else(|e| e.reply(&path))
+}
+
+/// Where an upload writes and what it may use of the quota.
+struct Limits {
+    /// Where writing starts.
+    offset: u64,
+    /// Size of the file before the upload (bytes up to here need no new quota).
+    old_size: u64,
+    /// The byte quota, if any (then space is reserved as bytes arrive).
+    quota: Option<u64>,
+}
+
+impl Limits {
+    /// Reserves quota for `n` more bytes after `written`.
+    async fn reserve(
+        &self,
+        ctx: &Ctx,
+        reservation: &mut Reservation,
+        written: u64,
+        n: u64,
+    ) -> Result<(), Failure> {
+        if self.quota.is_some() {
+            let need = (self.offset + written + n).saturating_sub(self.old_size);
+            reservation.ensure(&ctx.shared, need).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The written file's version key (its inode survives the rename into place).
+fn file_version(file: &std::fs::File) -> io::Result<i64> {
+    let meta = file.metadata()?;
+    let ino = std::os::unix::fs::MetadataExt::ino(&meta);
+    Ok(version_key(meta.modified()?, ino))
+}
+
+/// Receives an upload through user-space buffers: the socket task reads into a few reusable
+/// buffers, a blocking writer thread writes them in order (hashing them if asked) and hands them
+/// back. Returns the bytes written, the file's version key and the SHA-256 if computed.
+async fn receive_buffered(
+    ctx: &Ctx,
+    plan: DataPlan,
+    file: std::fs::File,
+    hash: bool,
+    limits: &Limits,
+    reservation: &mut Reservation,
+) -> Result<(u64, i64, Option<String>), Failure> {
     let (full_tx, mut full_rx) = mpsc::channel::<Vec<u8>>(UPLOAD_BUFFERS);
     let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(UPLOAD_BUFFERS);
     let writer = tokio::task::spawn_blocking(move || -> io::Result<(i64, Option<String>)> {
@@ -439,13 +526,7 @@ pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Reply {
             buf.clear();
             let _ = empty_tx.try_send(buf);
         }
-        // The written file's version (its inode survives the rename into place).
-        let meta = file.metadata()?;
-        let ino = std::os::unix::fs::MetadataExt::ino(&meta);
-        Ok((
-            version_key(meta.modified()?, ino),
-            digest.map(Digester::finish_hex),
-        ))
+        Ok((file_version(&file)?, digest.map(Digester::finish_hex)))
     });
 
     let received = async {
@@ -483,10 +564,7 @@ pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Reply {
             }
             if !buf.is_empty() {
                 let n = buf.len() as u64;
-                if quota.is_some() {
-                    let need = (offset + written + n).saturating_sub(old_size);
-                    reservation.ensure(&ctx.shared, need).await?;
-                }
+                limits.reserve(ctx, reservation, written, n).await?;
                 written += n;
                 ctx.progress.store(written, Ordering::Relaxed);
                 if full_tx.send(buf).await.is_err() {
@@ -510,39 +588,82 @@ pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Reply {
     let written_result = writer
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
-
-    let outcome: Result<(u64, i64, Option<String>), Failure> = match (received, written_result) {
+    match (received, written_result) {
         (Err(f), _) => Err(f),
         (Ok(_), Err(e)) => Err(Failure::Disk(e)),
         (Ok(n), Ok((version, digest))) => Ok((n, version, digest)),
+    }
+}
+
+/// Receives a plaintext upload without copying it through user space: `splice` moves the
+/// socket's bytes into a pipe and from the pipe into the file, one pipe-full at a time (the
+/// kernel copies once, into the page cache). Like `sendfile` for downloads, the page-cache write
+/// runs on the socket task. Every byte that arrived is in the file when this returns, also on
+/// failure.
+async fn receive_spliced(
+    ctx: &Ctx,
+    plan: DataPlan,
+    file: std::fs::File,
+    limits: &Limits,
+    reservation: &mut Reservation,
+) -> Result<(u64, i64, Option<String>), Failure> {
+    use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
+    let mut stream = ctx.connect(plan).await?;
+    let Stream::Plain(tcp) = &stream else {
+        return Err(Failure::Disk(io::Error::other(
+            "splice needs a plain TCP stream",
+        )));
     };
-    // A finished overwrite is only committed if the control connection did not die with the data
-    // connection: in stream mode a killed client looks exactly like EOF on the data connection.
-    let outcome = match outcome {
-        Ok(v) if matches!(kind, UploadKind::Replace { .. }) => {
-            tokio::select! {
-                _ = ctx.abort.cancelled() => Err(Failure::Aborted),
-                _ = tokio::time::sleep(CONTROL_CHECK) => Ok(v),
+    let (pipe_r, pipe_w) =
+        pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).map_err(|e| Failure::Disk(e.into()))?;
+    // A larger pipe means fewer system calls per byte; the kernel's limit may refuse it.
+    let _ = rustix::pipe::fcntl_setpipe_size(&pipe_w, SPLICE_PIPE);
+    let room = rustix::pipe::fcntl_getpipe_size(&pipe_w).unwrap_or(64 * 1024);
+    let mut pos = limits.offset;
+    let mut written: u64 = 0;
+    loop {
+        // The pipe is empty here, so `WouldBlock` can only mean the socket has nothing to read.
+        let got = ctx
+            .guard(tcp.async_io(Interest::READABLE, || {
+                splice(
+                    tcp,
+                    None,
+                    &pipe_w,
+                    None,
+                    room,
+                    SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
+                )
+                .map_err(io::Error::from)
+            }))
+            .await;
+        let n = match got {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(f) => return Err(f),
+        };
+        limits.reserve(ctx, reservation, written, n as u64).await?;
+        let mut left = n;
+        while left > 0 {
+            match splice(
+                &pipe_r,
+                None,
+                &file,
+                Some(&mut pos),
+                left,
+                SpliceFlags::MOVE,
+            ) {
+                Ok(0) => return Err(Failure::Disk(io::Error::other("the pipe ran dry"))),
+                Ok(k) => left -= k,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(Failure::Disk(e.into())),
             }
         }
-        other => other,
-    };
-    finish_upload(
-        &ctx,
-        home,
-        kind,
-        up.path,
-        offset,
-        old_size,
-        reservation,
-        outcome,
-        started,
-        up.announce,
-        up.new_file_charged,
-        up.stou_name,
-    )
-    .await
-    .unwrap_or_else(|e| e.reply(&path))
+        written += n as u64;
+        ctx.progress.store(written, Ordering::Relaxed);
+    }
+    let _ = ctx.guard(stream.shutdown()).await;
+    let version = file_version(&file).map_err(Failure::Disk)?;
+    Ok((written, version, None))
 }
 
 #[allow(clippy::too_many_arguments)] // reason: the upload's parts, consumed once at its end
@@ -600,22 +721,15 @@ async fn finish_upload(
                     },
                 )
             };
+            // The upload's own digest is only the whole file's if it started at 0.
+            let sha = HashAlgo::Sha256.name();
+            let digest = digest
+                .as_deref()
+                .filter(|_| offset == 0)
+                .map(|hex| (size, version, sha, hex));
             accounts
-                .settle(user_id, held, delta_bytes, delta_files)
+                .commit_upload(user_id, held, delta_bytes, delta_files, &vpath, digest)
                 .await?;
-            accounts.forget_digests(user_id, &vpath).await?;
-            if let (Some(hex), 0) = (digest, offset) {
-                accounts
-                    .put_digest(
-                        user_id,
-                        &vpath,
-                        size,
-                        version,
-                        HashAlgo::Sha256.name(),
-                        &hex,
-                    )
-                    .await?;
-            }
             ctx.log(&vpath, bytes, started, true, true);
             shared.events.publish(FileEvent {
                 user: ctx.user.clone(),

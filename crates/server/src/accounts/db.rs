@@ -86,6 +86,9 @@ pub(super) async fn open(data_dir: &Path) -> Result<SqlitePool, AccountError> {
         .foreign_keys(true);
     let pool = SqlitePoolOptions::new()
         .max_connections(POOL_SIZE)
+        // A local file needs no health check: the default pings each connection's worker
+        // thread before every statement, doubling the round trips.
+        .test_before_acquire(false)
         .connect_with(options)
         .await?;
     for statement in SCHEMA {

@@ -9,7 +9,6 @@ use crate::data::canonical;
 use crate::error::CommandError;
 use crate::server::SlotRefusal;
 use crate::session::{Flow, LoggedIn, Session, State};
-use crate::storage::{blocking, Home};
 
 /// `USER name`.
 pub fn user(s: &mut Session, name: String) -> Result<Reply, CommandError> {
@@ -66,9 +65,7 @@ pub async fn pass(s: &mut Session, password: String) -> std::io::Result<Flow> {
                 }
             };
             let path = shared.accounts.home_of(&user);
-            let home = match blocking(move || Home::open(&path).map_err(CommandError::from_io))
-                .await
-            {
+            let home = match shared.homes.open(user.id, path).await {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::error!(user = %user.name, error = %e, "cannot open home directory");

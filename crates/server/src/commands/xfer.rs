@@ -182,6 +182,20 @@ pub async fn stou(s: &mut Session, hint: Option<&str>) -> Result<Reply, CommandE
     store(s, target, StoreMode::Stor, 0, Some(name)).await
 }
 
+/// What STOR/APPE found and opened.
+enum Opened {
+    /// REST pointed past the end of the existing file (its size).
+    RestBeyondEnd(u64),
+    /// The file the upload writes to.
+    File {
+        file: std::fs::File,
+        kind: UploadKind,
+        offset: u64,
+        old_size: u64,
+        is_new: bool,
+    },
+}
+
 async fn store(
     s: &mut Session,
     target: VirtualPath,
@@ -197,32 +211,20 @@ async fn store(
     let shared = s.shared.clone();
     let user = login.user.clone();
     let home = login.home.clone();
-    let usage = shared.accounts.usage(user.id).await?;
-
-    let (h, t) = (home.clone(), target.clone());
-    let existing = blocking(move || Ok(h.try_stat(&t)?)).await?;
-    if existing.as_ref().is_some_and(|m| !m.is_file()) {
-        return Err(CommandError::NotAFile);
-    }
-    let old_size = existing.as_ref().map_or(0, |m| m.len());
-    if mode == StoreMode::Stor && rest > old_size {
-        return Ok(Reply::new(
-            554,
-            format!("REST {rest} is beyond the end of the file ({old_size} bytes)"),
-        ));
-    }
-    ensure_data(s)?;
-    let is_new = existing.is_none();
-    if is_new && !shared.accounts.try_add_file(user.id).await? {
-        let limit = usage.quota_files.unwrap_or_default();
-        return Err(CommandError::Quota(format!(
-            "file quota exceeded ({limit} files)"
-        )));
-    }
+    // One trip to the blocking pool: look at the target and open what the upload writes to.
     let (h, t) = (home.clone(), target.clone());
     let opened = blocking(move || {
+        let existing = h.try_stat(&t)?;
+        if existing.as_ref().is_some_and(|m| !m.is_file()) {
+            return Err(CommandError::NotAFile);
+        }
+        let old_size = existing.as_ref().map_or(0, |m| m.len());
+        if mode == StoreMode::Stor && rest > old_size {
+            return Ok(Opened::RestBeyondEnd(old_size));
+        }
+        let is_new = existing.is_none();
         let parent = t.parent().unwrap_or_else(VirtualPath::root);
-        Ok(match (mode, rest) {
+        let (file, kind, offset) = match (mode, rest) {
             (StoreMode::Appe, _) => {
                 let mut file = h.open_write(&t, true)?;
                 let end = file.seek(SeekFrom::End(0))?;
@@ -243,15 +245,68 @@ async fn store(
                 file.seek(SeekFrom::Start(offset))?;
                 (file, UploadKind::InPlace, offset)
             }
+        };
+        Ok(Opened::File {
+            file,
+            kind,
+            offset,
+            old_size,
+            is_new,
         })
     })
-    .await;
-    let (file, kind, offset) = match opened {
-        Ok(v) => v,
-        Err(e) => {
-            if is_new {
-                shared.accounts.charge(user.id, 0, -1).await?;
+    .await?;
+    let (file, kind, offset, old_size, is_new) = match opened {
+        Opened::RestBeyondEnd(old_size) => {
+            return Ok(Reply::new(
+                554,
+                format!("REST {rest} is beyond the end of the file ({old_size} bytes)"),
+            ))
+        }
+        Opened::File {
+            file,
+            kind,
+            offset,
+            old_size,
+            is_new,
+        } => (file, kind, offset, old_size, is_new),
+    };
+    // The checks that need no file system; what was opened is undone if one fails.
+    let checked = match ensure_data(s) {
+        Ok(()) => match shared.accounts.begin_upload(user.id, is_new).await {
+            Ok(Some(usage)) => Ok(usage),
+            Ok(None) => {
+                let limit = shared
+                    .accounts
+                    .usage(user.id)
+                    .await
+                    .ok()
+                    .and_then(|u| u.quota_files)
+                    .unwrap_or_default();
+                Err(CommandError::Quota(format!(
+                    "file quota exceeded ({limit} files)"
+                )))
             }
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e),
+    };
+    let usage = match checked {
+        Ok(usage) => usage,
+        Err(e) => {
+            let (h, t) = (home.clone(), target.clone());
+            let _ = blocking(move || {
+                drop(file);
+                match &kind {
+                    UploadKind::New { temp } | UploadKind::Replace { temp } => {
+                        h.remove_temp(temp)?
+                    }
+                    // APPE created the file it would have appended to.
+                    UploadKind::InPlace if is_new => h.remove_file(&t)?,
+                    UploadKind::InPlace => {}
+                }
+                Ok(())
+            })
+            .await;
             return Err(e);
         }
     };
