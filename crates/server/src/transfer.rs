@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BufMut as _;
 use ferry_proto::ftp::command::HashAlgo;
 use ferry_proto::ftp::Reply;
 use ferry_proto::vpath::VirtualPath;
@@ -30,6 +31,8 @@ use crate::server::Shared;
 use crate::storage::Home;
 use crate::xferlog::XferRecord;
 
+/// Uploads that end within this many bytes are written without a writer thread.
+const SMALL_UPLOAD: usize = 64 * 1024;
 /// Upload buffer size; at most [`UPLOAD_BUFFERS`] of them per upload.
 const UPLOAD_BUF: usize = 256 * 1024;
 const UPLOAD_BUFFERS: usize = 4;
@@ -513,11 +516,34 @@ async fn receive_buffered(
     limits: &Limits,
     reservation: &mut Reservation,
 ) -> Result<(u64, i64, Option<String>), Failure> {
+    let mut stream = ctx.connect(plan).await?;
+    let mut file = file;
+    let mut digest = hash.then(|| Digester::new(HashAlgo::Sha256));
+    // A small upload is done before a writer thread would have started: it is written (and
+    // hashed) here, one page-cache write, like the spliced path's.
+    let mut first = Vec::with_capacity(SMALL_UPLOAD);
+    let (eof, failure) = fill(ctx, &mut stream, &mut first, SMALL_UPLOAD).await;
+    if eof || failure.is_some() {
+        let n = first.len() as u64;
+        if n > 0 {
+            limits.reserve(ctx, reservation, 0, n).await?;
+            file.write_all(&first).map_err(Failure::Disk)?;
+            if let Some(d) = digest.as_mut() {
+                d.update(&first);
+            }
+            ctx.progress.store(n, Ordering::Relaxed);
+        }
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        let _ = ctx.guard(stream.shutdown()).await;
+        let version = file_version(&file).map_err(Failure::Disk)?;
+        return Ok((n, version, digest.map(Digester::finish_hex)));
+    }
+
     let (full_tx, mut full_rx) = mpsc::channel::<Vec<u8>>(UPLOAD_BUFFERS);
     let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(UPLOAD_BUFFERS);
     let writer = tokio::task::spawn_blocking(move || -> io::Result<(i64, Option<String>)> {
-        let mut file = file;
-        let mut digest = hash.then(|| Digester::new(HashAlgo::Sha256));
         while let Some(mut buf) = full_rx.blocking_recv() {
             file.write_all(&buf)?;
             if let Some(d) = digest.as_mut() {
@@ -530,9 +556,13 @@ async fn receive_buffered(
     });
 
     let received = async {
-        let mut stream = ctx.connect(plan).await?;
+        let mut written = first.len() as u64;
+        limits.reserve(ctx, reservation, 0, written).await?;
+        ctx.progress.store(written, Ordering::Relaxed);
+        if full_tx.send(first).await.is_err() {
+            return Ok(written); // writer failed; its error is reported below
+        }
         let mut made = 0;
-        let mut written: u64 = 0;
         loop {
             let mut buf = match empty_rx.try_recv() {
                 Ok(b) => b,
@@ -545,23 +575,9 @@ async fn receive_buffered(
                     None => return Ok(written), // writer failed; its error is reported below
                 },
             };
-            let mut eof = false;
             // A failed read still hands what it already received to the writer, so a broken
             // upload keeps every byte that arrived (the partial is what a resume builds on).
-            let mut failure = None;
-            while buf.len() < UPLOAD_BUF {
-                match ctx.guard(stream.read_buf(&mut buf)).await {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(f) => {
-                        failure = Some(f);
-                        break;
-                    }
-                }
-            }
+            let (eof, failure) = fill(ctx, &mut stream, &mut buf, UPLOAD_BUF).await;
             if !buf.is_empty() {
                 let n = buf.len() as u64;
                 limits.reserve(ctx, reservation, written, n).await?;
@@ -593,6 +609,28 @@ async fn receive_buffered(
         (Ok(_), Err(e)) => Err(Failure::Disk(e)),
         (Ok(n), Ok((version, digest))) => Ok((n, version, digest)),
     }
+}
+
+/// Reads into `buf` until it holds `limit` bytes, the peer ends the stream (`true`), or a read
+/// fails (the failure; what arrived before it stays in `buf`).
+async fn fill(
+    ctx: &Ctx,
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> (bool, Option<Failure>) {
+    while buf.len() < limit {
+        let room = limit - buf.len();
+        match ctx
+            .guard(stream.read_buf(&mut (&mut *buf).limit(room)))
+            .await
+        {
+            Ok(0) => return (true, None),
+            Ok(_) => {}
+            Err(f) => return (false, Some(f)),
+        }
+    }
+    (false, None)
 }
 
 /// Receives a plaintext upload without copying it through user space: `splice` moves the
@@ -694,7 +732,7 @@ async fn finish_upload(
         Ok((bytes, version, digest)) => {
             let in_place = matches!(kind, UploadKind::InPlace);
             let (h, p) = (home.clone(), path.clone());
-            let final_meta = crate::storage::blocking(move || {
+            let final_meta = crate::storage::metadata(move || {
                 let before = h.try_stat(&p)?.filter(|m| m.is_file()).map(|m| m.len());
                 match &kind {
                     UploadKind::New { temp } | UploadKind::Replace { temp } => {
@@ -750,7 +788,7 @@ async fn finish_upload(
         Err(failure) => {
             let quota_hit = matches!(failure, Failure::Quota(_));
             let (h, p) = (home.clone(), path.clone());
-            let kept: Option<u64> = crate::storage::blocking(move || {
+            let kept: Option<u64> = crate::storage::metadata(move || {
                 Ok(match &kind {
                     // A partial that hit the quota cannot be completed: discard it.
                     UploadKind::New { temp } if quota_hit => {

@@ -3,6 +3,10 @@
 
 use super::{AccountError, Accounts};
 
+/// Most lines [`Accounts::log_chat_lines`] writes at once (4 bound values each, well under
+/// SQLite's limit of 32766).
+pub const MAX_LINES_PER_INSERT: usize = 256;
+
 /// One logged chat line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatLine {
@@ -27,6 +31,24 @@ impl Accounts {
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+
+    /// Appends several lines in one statement (one round trip and one commit); at most
+    /// [`MAX_LINES_PER_INSERT`] are taken from `lines`, the count is returned.
+    pub async fn log_chat_lines(&self, lines: &[ChatLine]) -> Result<usize, AccountError> {
+        let lines = &lines[..lines.len().min(MAX_LINES_PER_INSERT)];
+        if lines.is_empty() {
+            return Ok(0);
+        }
+        let mut q = sqlx::QueryBuilder::new("INSERT INTO chat_log (at, room, sender, text) ");
+        q.push_values(lines, |mut row, line| {
+            row.push_bind(line.at)
+                .push_bind(&line.room)
+                .push_bind(&line.sender)
+                .push_bind(&line.text);
+        });
+        q.build().execute(self.pool()).await?;
+        Ok(lines.len())
     }
 
     /// The last `limit` lines of `room` (matched case-insensitively), oldest first.

@@ -20,7 +20,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
 pub use admin::{DeleteOutcome, HomeFate};
-pub use chatlog::ChatLine;
+pub use chatlog::{ChatLine, MAX_LINES_PER_INSERT};
 pub use guard::{FailureVerdict, GuardConfig, LoginGuard};
 pub use scan::scan_home;
 

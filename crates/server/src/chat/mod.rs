@@ -15,15 +15,29 @@ use crate::server::Shared;
 
 pub use hub::Hub;
 
+/// How long announcements wait to be written to the chat log together (they are sent to the
+/// room at once); a burst of small uploads then costs one database write, not one each.
+const LOG_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Posts file activity to the default room until shutdown (the event hook's subscriber: FTP code
 /// never calls chat code).
 pub async fn announce_files(shared: Arc<Shared>) {
     let mut events = shared.events.subscribe();
     let cfg = &shared.config.chat;
     let from = format!("{0}!{0}@{0}", cfg.server_name);
+    let mut pending: Vec<ChatLine> = Vec::new();
+    let mut flush_at = tokio::time::Instant::now();
     loop {
+        let batching = !pending.is_empty();
         let event = tokio::select! {
-            _ = shared.shutdown.soft.cancelled() => return,
+            _ = shared.shutdown.soft.cancelled() => {
+                log_lines(&shared, &mut pending).await;
+                return;
+            }
+            _ = tokio::time::sleep_until(flush_at), if batching => {
+                log_lines(&shared, &mut pending).await;
+                continue;
+            }
             e = events.recv() => e,
         };
         let event = match event {
@@ -32,7 +46,10 @@ pub async fn announce_files(shared: Arc<Shared>) {
                 tracing::warn!(missed = n, "file announcements fell behind");
                 continue;
             }
-            Err(_) => return,
+            Err(_) => {
+                log_lines(&shared, &mut pending).await;
+                return;
+            }
         };
         if !event.announce {
             continue;
@@ -49,14 +66,25 @@ pub async fn announce_files(shared: Arc<Shared>) {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let line = ChatLine {
+        if pending.is_empty() {
+            flush_at = tokio::time::Instant::now() + LOG_BATCH_WINDOW;
+        }
+        pending.push(ChatLine {
             at,
             room: cfg.default_room.clone(),
             sender: cfg.server_name.clone(),
             text,
-        };
-        if let Err(e) = shared.accounts.log_chat(&line).await {
-            tracing::warn!(error = %e, "cannot write the chat log");
+        });
+        if pending.len() >= crate::accounts::MAX_LINES_PER_INSERT {
+            log_lines(&shared, &mut pending).await;
         }
     }
+}
+
+/// Writes the pending announcements to the chat log.
+async fn log_lines(shared: &Shared, pending: &mut Vec<ChatLine>) {
+    if let Err(e) = shared.accounts.log_chat_lines(pending).await {
+        tracing::warn!(error = %e, lines = pending.len(), "cannot write the chat log");
+    }
+    pending.clear();
 }

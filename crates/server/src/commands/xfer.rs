@@ -17,7 +17,7 @@ use crate::config::TlsPolicy;
 use crate::data::{canonical, DataPlan};
 use crate::error::CommandError;
 use crate::session::{Running, Session};
-use crate::storage::blocking;
+use crate::storage::{blocking, metadata};
 use crate::transfer::{self, Ctx, Upload, UploadKind};
 
 /// STOR or APPE.
@@ -119,7 +119,7 @@ pub async fn retr(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
     require(login.user.perms.read)?;
     let target = resolve(s, path)?;
     let (home, t) = (login.home.clone(), target.clone());
-    let file = blocking(move || Ok(home.open_read(&t)?)).await?;
+    let file = metadata(move || Ok(home.open_read(&t)?)).await?;
     ensure_data(s)?;
     let size = file.metadata().map_err(CommandError::from_io)?.len();
     if offset > size {
@@ -211,9 +211,9 @@ async fn store(
     let shared = s.shared.clone();
     let user = login.user.clone();
     let home = login.home.clone();
-    // One trip to the blocking pool: look at the target and open what the upload writes to.
+    // Look at the target and open what the upload writes to.
     let (h, t) = (home.clone(), target.clone());
-    let opened = blocking(move || {
+    let opened = metadata(move || {
         let existing = h.try_stat(&t)?;
         if existing.as_ref().is_some_and(|m| !m.is_file()) {
             return Err(CommandError::NotAFile);
@@ -294,7 +294,7 @@ async fn store(
         Ok(usage) => usage,
         Err(e) => {
             let (h, t) = (home.clone(), target.clone());
-            let _ = blocking(move || {
+            let _ = metadata(move || {
                 drop(file);
                 match &kind {
                     UploadKind::New { temp } | UploadKind::Replace { temp } => {
