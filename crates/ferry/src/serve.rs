@@ -167,6 +167,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     out.flush()?;
     drop(out);
-    server.run(shutdown_signal()).await;
+    server
+        .run(ferry_server::shards::default_count(), shutdown_signal())
+        .await?;
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod events;
 pub mod net;
 pub mod server;
 pub mod session;
+pub mod shards;
 pub mod storage;
 pub mod tls;
 pub mod transfer;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,6 +22,7 @@ use crate::config::{Config, TlsPolicy};
 use crate::data::{canonical, PassivePorts};
 use crate::events::Events;
 use crate::session::Session;
+use crate::shards::Shards;
 use crate::tls::Tls;
 use crate::xferlog::XferLog;
 
@@ -257,21 +258,22 @@ impl Kind {
 /// A bound, not yet running server.
 pub struct Server {
     shared: Arc<Shared>,
-    listeners: Vec<(TcpListener, Kind)>,
+    listeners: Vec<(std::net::TcpListener, Kind)>,
 }
 
 /// Listen backlog: large enough to absorb a burst of hundreds of connects (peers use 32–128).
 const BACKLOG: u32 = 4096;
 
-fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
+/// A non-blocking listening socket, not yet registered with any event loop: every session thread
+/// registers a handle of its own ([`crate::shards`]).
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG as i32)?;
+    Ok(socket.into())
 }
 
 impl Server {
@@ -340,13 +342,34 @@ impl Server {
         self.shared.clone()
     }
 
-    /// Serves until `signal` completes, then shuts down gracefully.
-    pub async fn run(self, signal: impl Future<Output = ()>) {
+    /// Serves on `threads` session threads (see [`crate::shards`]) until `signal` completes,
+    /// then shuts down gracefully.
+    pub async fn run(
+        self,
+        threads: usize,
+        signal: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
         let shared = self.shared;
-        for (listener, kind) in self.listeners {
-            let shared2 = shared.clone();
-            shared.tracker.spawn(accept_loop(listener, shared2, kind));
+        let shards = Shards::start(threads)?;
+        for (listener, kind) in &self.listeners {
+            let kind = *kind;
+            let mut handles = Vec::new();
+            for _ in 0..shards.len() {
+                handles.push(Some(listener.try_clone()?));
+            }
+            shards.spawn_on_each(|i| {
+                let listener = handles[i].take();
+                let shared = shared.clone();
+                shared.clone().tracker.track_future(async move {
+                    let Some(listener) = listener else { return };
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => accept_loop(l, shared, kind).await,
+                        Err(e) => tracing::error!(error = %e, "cannot watch a listener"),
+                    }
+                })
+            });
         }
+        drop(self.listeners);
         if shared.config.chat.announce_files {
             shared
                 .tracker
@@ -369,7 +392,9 @@ impl Server {
             shared.shutdown.hard.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), shared.tracker.wait()).await;
         }
+        shards.stop().await;
         tracing::info!("stopped");
+        Ok(())
     }
 }
 

@@ -14,8 +14,10 @@ use super::AccountError;
 /// Name of the database file inside the data directory.
 pub(super) const DB_FILE: &str = "ferry.db";
 
-/// Connections per process: SQLite has one writer anyway; readers rarely wait.
-const POOL_SIZE: u32 = 4;
+/// Connections per process: one. SQLite has one writer anyway and every statement here is short;
+/// with several connections each one's page cache was invalidated by the others' writes, and a
+/// small upload re-read about 24 pages (measured with strace).
+const POOL_SIZE: u32 = 1;
 
 /// How long a statement waits for another connection's (or process's) write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
