@@ -727,6 +727,19 @@ impl Chat {
         wait.await.map_err(|_| self.gone())
     }
 
+    /// Leaves `room` (the server answers with [`Event::Parted`]).
+    pub async fn part(&self, room: &str) -> Result<()> {
+        if !irc::is_valid_channel(room) {
+            return Err(Error::Usage(format!(
+                "{room:?} is not a room name: rooms start with # (#lobby)"
+            )));
+        }
+        let (done, wait) = oneshot::channel();
+        self.request(Request::Send(vec![Message::new("PART", [room])], done))
+            .await?;
+        wait.await.map_err(|_| self.gone())
+    }
+
     /// The members of `room` as last heard from the server, sorted; `None` if this connection
     /// is not in it.
     pub async fn members(&self, room: &str) -> Result<Option<Vec<String>>> {
@@ -743,10 +756,16 @@ impl Chat {
         wait.await.map_err(|_| self.gone())
     }
 
-    /// Leaves the chat with QUIT and `reason`, waiting (a few seconds at most) for the server
-    /// to close the connection.
-    pub async fn quit(mut self, reason: &str) {
+    /// Asks to leave the chat with QUIT and `reason`. Events still arrive (the replies to the
+    /// last requests), then [`Event::Closed`] with the reason `quit`.
+    pub async fn send_quit(&self, reason: &str) {
         let _ = self.request(Request::Quit(reason.to_string())).await;
+    }
+
+    /// Leaves the chat with QUIT and `reason`, waiting (a few seconds at most) for the server
+    /// to close the connection. The events must be read meanwhile (or their receiver dropped).
+    pub async fn quit(mut self, reason: &str) {
+        self.send_quit(reason).await;
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
@@ -780,12 +799,23 @@ impl Session {
         let _ = self.events.send(e).await;
     }
 
-    /// Says QUIT and waits briefly for the server to close.
+    /// Says QUIT and, for a few seconds at most, goes on handling what the server still sends
+    /// (replies to the last requests) until it closes the connection.
     async fn quit(&mut self, reason: &str) {
-        if self.conn.send_cmd("QUIT", &[reason]).await.is_ok() {
-            let until = Instant::now() + Duration::from_secs(3);
-            while let Ok(Ok(true)) = tokio::time::timeout_at(until, self.conn.read_more()).await {
-                self.conn.lines.buf.clear();
+        if self.conn.send_cmd("QUIT", &[reason]).await.is_err() {
+            return;
+        }
+        let until = Instant::now() + Duration::from_secs(3);
+        loop {
+            while let Some(raw) = self.conn.lines.next_line() {
+                let Ok(m) = irc::parse(&raw) else { continue };
+                if m.command == "ERROR" || self.handle(m).await.is_some() {
+                    return;
+                }
+            }
+            match tokio::time::timeout_at(until, self.conn.read_more()).await {
+                Ok(Ok(true)) => {}
+                _ => return,
             }
         }
     }
@@ -954,6 +984,8 @@ impl Session {
             }
             "353" => self.rooms.names_line(&p(2), &p(3)),
             "366" => self.rooms.names_end(&p(1)),
+            // "MOTD File is missing" is part of the welcome, not a refusal.
+            "422" => {}
             code if code.len() == 3 && (code.starts_with('4') || code.starts_with('5')) => {
                 // [me, subject…, text]
                 let text = m.params.last().cloned().unwrap_or_default();
