@@ -298,7 +298,9 @@ async fn run_inner(args: ChatArgs) -> Result<(), Error> {
         chat.nick()
     ));
     chat.join(&wanted).await?;
-    let mut room = Some(wait_joined(&chat, &mut events, &wanted).await?);
+    let joined = wait_joined(&chat, &mut events, &wanted).await?;
+    chat.wait_ready(&joined, Duration::from_secs(15)).await?;
+    let mut room = Some(joined);
     let mut input = crate::shell::input::stdin_lines();
     loop {
         tokio::select! {

@@ -189,6 +189,7 @@ enum Request {
     Send(Vec<Message>, oneshot::Sender<()>),
     Members(String, oneshot::Sender<Option<Vec<String>>>),
     Rooms(oneshot::Sender<Vec<String>>),
+    Ready(String, oneshot::Sender<bool>),
     Quit(String),
 }
 
@@ -749,6 +750,29 @@ impl Chat {
         wait.await.map_err(|_| self.gone())
     }
 
+    /// Waits (up to `limit`) until this connection is in `room` with its member list, as
+    /// after a [`join`](Chat::join) (or the server's own auto-join) and the NAMES reply.
+    pub async fn wait_ready(&self, room: &str, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (reply, wait) = oneshot::channel();
+            self.request(Request::Ready(room.to_string(), reply))
+                .await?;
+            if wait.await.map_err(|_| self.gone())? {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Connection(format!(
+                    "{} did not put {} in {room} within {} s",
+                    self.host_port,
+                    self.nick,
+                    limit.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The rooms this connection is in.
     pub async fn rooms(&self) -> Result<Vec<String>> {
         let (reply, wait) = oneshot::channel();
@@ -866,6 +890,9 @@ impl Session {
                 }
                 Wake::Request(Some(Request::Rooms(reply))) => {
                     let _ = reply.send(self.rooms.names());
+                }
+                Wake::Request(Some(Request::Ready(room, reply))) => {
+                    let _ = reply.send(self.rooms.is_ready(&room));
                 }
                 Wake::Read(Ok(true)) => {
                     heard = Instant::now();

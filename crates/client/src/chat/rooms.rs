@@ -21,6 +21,8 @@ struct Room {
     members: BTreeMap<String, String>,
     /// A NAMES reply being received (353 lines until the 366).
     pending: Option<BTreeMap<String, String>>,
+    /// A complete NAMES reply has arrived since this connection joined.
+    named: bool,
 }
 
 /// The rooms this connection is in, with their members.
@@ -112,6 +114,7 @@ impl Rooms {
             if let Some(p) = r.pending.take() {
                 r.members = p;
             }
+            r.named = true;
         }
     }
 
@@ -121,6 +124,12 @@ impl Rooms {
         self.rooms
             .get(&fold(room))
             .map(|r| r.members.values().cloned().collect())
+    }
+
+    /// Whether this connection is in `room` and has its full member list (the NAMES reply
+    /// that follows a JOIN has ended).
+    pub fn is_ready(&self, room: &str) -> bool {
+        self.rooms.get(&fold(room)).is_some_and(|r| r.named)
     }
 
     /// Whether this connection is in `room`.
@@ -142,10 +151,12 @@ mod tests {
     fn names_then_joins_parts_and_quits() {
         let mut r = Rooms::new();
         r.join("#lobby", "alice", true);
+        assert!(r.is_in("#lobby") && !r.is_ready("#lobby"));
         r.names_line("#lobby", "@bob alice");
         r.names_line("#lobby", "carol!carol@127.0.0.1 +dave");
         assert_eq!(r.members("#lobby").unwrap(), ["alice"]); // until the 366
         r.names_end("#lobby");
+        assert!(r.is_ready("#LOBBY"));
         assert_eq!(
             r.members("#LOBBY").unwrap(),
             ["alice", "bob", "carol", "dave"]

@@ -166,6 +166,8 @@ impl ChatLink {
             match open_chat(&url, &login, &args, false).await {
                 Ok((chat, mut events)) => {
                     chat.join(&room).await?;
+                    chat.wait_ready(&room, std::time::Duration::from_secs(15))
+                        .await?;
                     if show {
                         printer.line(&format!(
                             "chat: connected to {} as {}, in {room} (say, msg, who)",
