@@ -263,3 +263,31 @@ def test_script_exit_code_is_that_of_the_last_failing_command(srv, home, work, u
     assert p.returncode == EXIT_CONN, p.stderr
     p = run_shell(home, *base, script="ls\n")
     assert p.returncode == EXIT_CONN and "not connected: open ftp://" in p.stderr, p.stderr
+
+
+def test_ctrl_c_stops_a_transfer_and_the_shell_goes_on(home, work, tmp_path):
+    """Against a throttled pyftpdlib: Ctrl-C during a download returns to the prompt, the session
+    is opened again, and `get -c` resumes the partial file."""
+    from client_e2e import start_pyftpd, wait_size
+    ftpd = start_pyftpd(tmp_path / "ftpd", tmp_path / "ftpd.log", rate=512 << 10)
+    try:
+        digest = write_random(ftpd.home / "slow.bin", 3 << 20)
+        sh = ShellPty(home, ftpd.url(), "--no-chat", cwd=work)
+        try:
+            sh.prompt()
+            sh.send("get slow.bin\r")
+            sh.expect(r"ETA", timeout=30)
+            wait_size(work / "slow.bin", 1 << 20, 30)  # the first buffer is on disk
+            sh.send("\x03")  # Ctrl-C
+            out = sh.prompt(timeout=30)
+            assert "ferry: get: interrupted" in out, out
+            assert (1 << 20) <= (work / "slow.bin").stat().st_size < 3 << 20
+            assert sh.run("pwd").strip() == "/"  # the session works again
+            out = sh.run("get -c slow.bin", timeout=60)
+            assert "resumed at" in out and "size checked" in out, out  # pyftpdlib has no HASH
+            assert sha256_file(work / "slow.bin") == digest
+            assert sh.quit() == 130  # the interrupted command was the last failure
+        finally:
+            sh.close()
+    finally:
+        ftpd.stop()
