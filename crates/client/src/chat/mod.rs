@@ -292,6 +292,12 @@ fn sasl_plain_chunks(user: &str, password: &str) -> Vec<String> {
     chunks
 }
 
+/// Whether the password may be sent on a connection: over TLS, to this machine (the address
+/// actually connected to decides, not the name), or when the user said so.
+fn password_may_go(tls: bool, peer: IpAddr, allow_plaintext: bool) -> bool {
+    tls || peer.is_loopback() || allow_plaintext
+}
+
 /// The nick in a `nick!user@host` prefix.
 fn prefix_nick(prefix: Option<&str>) -> &str {
     let p = prefix.unwrap_or("");
@@ -607,7 +613,7 @@ impl Chat {
             )));
         }
         let (stream, peer, new_cert) = open_stream(opts).await?;
-        if !opts.tls && !peer.is_loopback() && !opts.allow_plaintext {
+        if !password_may_go(opts.tls, peer, opts.allow_plaintext) {
             return Err(Error::Tls(format!(
                 "{host_port} is not encrypted (irc://); refusing to send the password in the \
                  clear to a host that is not this machine: use ircs:// (port {IRCS_PORT}) or \
@@ -1111,6 +1117,18 @@ mod tests {
         assert!(b.buf.is_empty(), "the overlong line is not kept");
         b.push(b"still the long line\nPING :b\n");
         assert_eq!(b.next_line().unwrap(), b"PING :b\n");
+    }
+
+    #[test]
+    fn passwords_cross_a_network_in_the_clear_only_when_allowed() {
+        let lan: IpAddr = "192.0.2.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert!(password_may_go(false, "127.0.0.1".parse().unwrap(), false));
+        assert!(password_may_go(false, "::1".parse().unwrap(), false));
+        assert!(!password_may_go(false, lan, false));
+        assert!(!password_may_go(false, v6, false));
+        assert!(password_may_go(true, lan, false));
+        assert!(password_may_go(false, lan, true));
     }
 
     #[test]
