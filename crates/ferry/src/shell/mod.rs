@@ -222,7 +222,20 @@ async fn run_shell(args: ShellArgs) -> i32 {
     }
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     loop {
-        let Some(line) = shell.read_line().await else {
+        // On a terminal the editor reads Ctrl-C as a key; a script waiting for its next line
+        // gets the signal, and ends as a shell would.
+        let next = match (&mut sigint, shell.interactive) {
+            (Some(sig), false) => tokio::select! {
+                line = shell.read_line() => line,
+                _ = sig.recv() => {
+                    eprintln!("ferry: interrupted");
+                    shell.shutdown().await;
+                    return EXIT_INTERRUPTED;
+                }
+            },
+            _ => shell.read_line().await,
+        };
+        let Some(line) = next else {
             break;
         };
         let flow = shell.run_line(&line, &mut sigint).await;
