@@ -7,6 +7,7 @@ Every run has a timeout; pyftpdlib listens on 127.0.0.1:0 with a passive range o
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from ferry_e2e import FERRY_BIN, HOST, _die_with_parent, passive_range
+from ferry_e2e import FERRY_BIN, HOST, _die_with_parent, passive_range, wait_until
 
 # Exit codes documented in `ferry get --help` and the README.
 EXIT_OK, EXIT_LOCAL, EXIT_USAGE, EXIT_CONN, EXIT_AUTH, EXIT_REFUSED, EXIT_VERIFY = 0, 1, 2, 3, 4, 5, 6
@@ -169,3 +170,176 @@ def wait_size(path: Path, at_least: int, timeout: float) -> int:
             pass
         time.sleep(0.02)
     raise AssertionError(f"{path} did not reach {at_least} bytes within {timeout}s")
+
+
+# --------------------------------------------------------------------------- shell and chat
+
+# rustyline and indicatif draw with CSI sequences; `plain` removes them (and CRs) to compare text.
+ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-B]|\x1b[=>]")
+# The shell's prompt: `ferry alice@127.0.0.1 /dir> ` when connected, `ferry> ` when not.
+PROMPT_RE = r"ferry(?: [^\r\n>]*)?> "
+
+
+def plain(text: str) -> str:
+    return ANSI_RE.sub("", text).replace("\r", "")
+
+
+class _Collect:
+    """A pexpect `logfile_read` that keeps everything the terminal showed."""
+
+    def __init__(self):
+        self.parts: list[str] = []
+
+    def write(self, s):
+        self.parts.append(s)
+
+    def flush(self):
+        pass
+
+
+class ShellPty:
+    """`ferry shell ARGS…` on a real pseudo-terminal (pexpect), with a private HOME; every wait
+    has a timeout."""
+
+    def __init__(self, home: Path, *args: str, env: dict | None = None, cwd: Path | None = None,
+                 timeout: float = 30, rows: int = 50, cols: int = 200):
+        import pexpect
+        self.pexpect = pexpect
+        env = {"TERM": "xterm", **(env or {})}  # CI has no TERM; rustyline needs a real one
+        self.p = pexpect.spawn(FERRY_BIN, ["shell", *args], env=client_env(home, env),
+                               cwd=str(cwd) if cwd else None, encoding="utf-8",
+                               timeout=timeout, dimensions=(rows, cols))
+        self.seen = _Collect()
+        self.p.logfile_read = self.seen
+
+    def text(self) -> str:
+        """Everything the terminal showed so far, without control sequences."""
+        return plain("".join(self.seen.parts))
+
+    def prompt(self, timeout: float = 30) -> str:
+        """Waits for the prompt; returns what came before it (plain)."""
+        try:
+            self.p.expect(PROMPT_RE, timeout=timeout)
+        except (self.pexpect.TIMEOUT, self.pexpect.EOF) as e:
+            raise AssertionError(f"no prompt within {timeout}s ({type(e).__name__}); screen:\n"
+                                 f"{self.text()[-3000:]}") from None
+        return plain(self.p.before)
+
+    def run(self, line: str, timeout: float = 30) -> str:
+        """Types `line` + Enter and waits for the next prompt; returns the output.
+
+        The line editor switches bracketed paste off (CSI ?2004l) when it hands a line over:
+        what follows is the command's output, whatever prompts were redrawn before (a chat
+        line printed above the prompt redraws it)."""
+        self.p.sendline(line)
+        try:
+            self.p.expect(r"\x1b\[\?2004l", timeout=timeout)
+        except (self.pexpect.TIMEOUT, self.pexpect.EOF) as e:
+            raise AssertionError(f"line {line!r} not taken within {timeout}s ({type(e).__name__}); "
+                                 f"screen:\n{self.text()[-3000:]}") from None
+        return self.prompt(timeout)
+
+    def expect(self, pattern, timeout: float = 30) -> str:
+        """Waits for a regex on the terminal; returns the match (plain)."""
+        try:
+            self.p.expect(pattern, timeout=timeout)
+        except (self.pexpect.TIMEOUT, self.pexpect.EOF) as e:
+            raise AssertionError(f"{pattern!r} not shown within {timeout}s ({type(e).__name__}); "
+                                 f"screen:\n{self.text()[-3000:]}") from None
+        return plain(self.p.after if isinstance(self.p.after, str) else "")
+
+    def mark(self) -> int:
+        """A position in `text()`, for `wait_text(since=…)`."""
+        return len(self.text())
+
+    def wait_text(self, pattern: str, since: int = 0, timeout: float = 30) -> str:
+        """Waits until the screen text after `since`, control sequences removed, matches
+        `pattern` (DOTALL); returns the match. For what the editor draws in pieces (a prompt
+        redrawn with the half-typed line after it)."""
+        rx = re.compile(pattern, re.S)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.text(), since)
+            if m:
+                return m.group(0)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pattern!r} not shown within {timeout}s; screen:\n"
+                                     f"{self.text()[-3000:]}")
+            try:
+                self.p.expect([self.pexpect.TIMEOUT], timeout=0.05)  # reads what is there
+            except self.pexpect.EOF:
+                raise AssertionError(f"the shell exited before showing {pattern!r}; screen:\n"
+                                     f"{self.text()[-3000:]}") from None
+
+    def send(self, keys: str):
+        self.p.send(keys)
+
+    def quit(self, timeout: float = 20) -> int:
+        """`quit`, then the exit status."""
+        self.p.sendline("quit")
+        self.p.expect(self.pexpect.EOF, timeout=timeout)
+        self.p.close()
+        return self.p.exitstatus
+
+    def close(self):
+        if self.p.isalive():
+            self.p.close(force=True)
+
+
+def run_shell(home: Path, *args: str, script: str = "", env: dict | None = None,
+              cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`ferry shell ARGS…` without a terminal, `script` on stdin."""
+    return subprocess.run([FERRY_BIN, "shell", *args], input=script, capture_output=True,
+                          text=True, timeout=timeout, env=client_env(home, env), cwd=cwd)
+
+
+class ChatProc:
+    """`ferry chat ARGS…` with stdin and stdout as pipes: `send` writes a line, `wait_line`
+    waits for an output line matching a regex. Reader threads keep every line."""
+
+    def __init__(self, home: Path, *args: str, env: dict | None = None):
+        self.proc = subprocess.Popen([FERRY_BIN, "chat", *args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=client_env(home, env), preexec_fn=_die_with_parent)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        for stream, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
+            threading.Thread(target=self._read, args=(stream, sink), daemon=True).start()
+
+    @staticmethod
+    def _read(stream, sink):
+        for line in stream:
+            sink.append(line.rstrip("\n"))
+
+    def send(self, line: str):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def wait_line(self, pattern: str, timeout: float = 20, err: bool = False) -> str:
+        rx = re.compile(pattern)
+        sink = self.err if err else self.out
+
+        def find():
+            for l in list(sink):
+                if rx.search(l):
+                    return l
+            return None
+        try:
+            return wait_until(find, timeout, 0.02, f"ferry chat {'stderr' if err else 'stdout'} "
+                                                   f"line {pattern!r}")
+        except AssertionError:
+            raise AssertionError(f"no line {pattern!r} within {timeout}s\nstdout: {self.out}\n"
+                                 f"stderr: {self.err}") from None
+
+    def finish(self, timeout: float = 20) -> int:
+        """Closes stdin (end of input) and waits for the exit status."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        return self.proc.wait(timeout)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)

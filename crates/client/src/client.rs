@@ -234,7 +234,8 @@ fn check_arg(arg: &str) -> Result<()> {
     Ok(())
 }
 
-async fn connect_tcp(host: &str, port: u16, limit: Duration) -> Result<TcpStream> {
+/// Resolves `host` and connects to the first address that answers, each step within `limit`.
+pub(crate) async fn connect_tcp(host: &str, port: u16, limit: Duration) -> Result<TcpStream> {
     let where_ = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -437,6 +438,12 @@ impl Client {
     /// `host:port`.
     pub fn host_port(&self) -> &str {
         &self.host_port
+    }
+
+    /// Whether the control connection is unusable (closed, timed out, or out of step with the
+    /// server); a new session is needed.
+    pub fn is_broken(&self) -> bool {
+        self.broken
     }
 
     /// The FEAT list (read after login).

@@ -1,13 +1,15 @@
-//! Ferry's FTP client library, on which the `ferry get/put/ls/…` commands are built: an async
+//! Ferry's FTP and chat client library, on which the `ferry get/put/ls/…` commands are built: an async
 //! (tokio) FTP/FTPS client that works with any standard server, with the extensions Ferry offers
 //! used where a server has them (HASH, RANG, MLSD, AVBL, SITE QUOTA).
 //!
-//! - [`Client`]: one session (connect, TLS, login, commands, listings, transfers, digests);
+//! - [`Chat`]: an IRC client for the chat room (SASL PLAIN or PASS login, rooms and members);
+//! - [`Client`]: one FTP session (connect, TLS, login, commands, listings, transfers, digests);
 //! - [`FtpUrl`]: `ftp://`, `ftpes://`, `ftps://` URLs; [`netrc`]: credentials;
 //! - [`tls`] and [`known_hosts`]: certificates from the system roots, a CA file, or trust on
 //!   first use;
 //! - [`Error`]: what went wrong, grouped by [`ErrorKind`].
 
+pub mod chat;
 pub mod client;
 pub mod digest;
 pub mod error;
@@ -18,6 +20,7 @@ mod stream;
 pub mod tls;
 pub mod url;
 
+pub use chat::{Chat, ChatMessage, ChatOptions, ChatTimeouts, ChatUrl, Event as ChatEvent};
 pub use client::{
     Client, ConnectOptions, HashMethod, Quota, RemoteDigest, Security, StorMode, Timeouts,
 };

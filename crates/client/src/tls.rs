@@ -107,6 +107,22 @@ impl TlsSetup {
     /// and such servers hand out only a few, on the control connection: after that many transfers
     /// the data connections could not resume. TLS 1.3 is the fallback for servers without 1.2.
     pub(crate) fn new(host: &str, host_port: &str, trust: &Trust, tls13: bool) -> Result<TlsSetup> {
+        let versions = if tls13 { TLS13_ONLY } else { TLS12_ONLY };
+        TlsSetup::with_versions(host, host_port, trust, versions)
+    }
+
+    /// A configuration offering TLS 1.3 and 1.2, for a connection that needs no session
+    /// resumption (the chat).
+    pub(crate) fn any_version(host: &str, host_port: &str, trust: &Trust) -> Result<TlsSetup> {
+        TlsSetup::with_versions(host, host_port, trust, rustls::DEFAULT_VERSIONS)
+    }
+
+    fn with_versions(
+        host: &str,
+        host_port: &str,
+        trust: &Trust,
+        versions: &'static [&'static rustls::SupportedProtocolVersion],
+    ) -> Result<TlsSetup> {
         install_crypto_provider();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let roots = match &trust.ca_file {
@@ -141,7 +157,7 @@ impl TlsSetup {
             algs: provider.signature_verification_algorithms,
         };
         let mut config = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(if tls13 { TLS13_ONLY } else { TLS12_ONLY })
+            .with_protocol_versions(versions)
             .map_err(|e| Error::Tls(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))

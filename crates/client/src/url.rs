@@ -78,6 +78,9 @@ pub enum UrlError {
     /// The port is not a number from 1 to 65535.
     #[error("{0:?} has an invalid port")]
     Port(String),
+    /// Not `irc://…` or `ircs://…`.
+    #[error("{0:?} is not a chat URL: use irc://user@host:6667 or ircs://user@host:6697")]
+    ChatScheme(String),
     /// A `%` escape that is not two hex digits, or bytes that are not UTF-8, or a control character.
     #[error("{0:?} has an invalid %-escape, a control character or bytes that are not UTF-8")]
     Encoding(String),
@@ -93,7 +96,7 @@ pub fn is_url(s: &str) -> bool {
     })
 }
 
-fn decode(s: &str, whole: &str) -> Result<String, UrlError> {
+pub(crate) fn decode(s: &str, whole: &str) -> Result<String, UrlError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -135,6 +138,85 @@ fn encode_path(s: &str) -> String {
     out
 }
 
+/// The parts after `scheme://`: user info, host, port (if given) and the raw path.
+pub(crate) struct Authority<'a> {
+    /// User name, percent-decoded; `None` if absent or empty.
+    pub user: Option<String>,
+    /// Password, percent-decoded.
+    pub password: Option<String>,
+    /// Host name or IP address, lower case (IPv6 without brackets).
+    pub host: String,
+    /// The port, if the URL gives one.
+    pub port: Option<u16>,
+    /// The path after the first `/`, not decoded.
+    pub path: &'a str,
+}
+
+/// Splits `rest` (what follows `scheme://` in `whole`) into [`Authority`] parts.
+pub(crate) fn authority<'a>(rest: &'a str, whole: &str) -> Result<Authority<'a>, UrlError> {
+    let s = whole;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
+    };
+    // The user info ends at the last '@' (a password may contain a raw '@').
+    let (userinfo, hostport) = match authority.rfind('@') {
+        Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+        None => (None, authority),
+    };
+    let (user, password) = match userinfo {
+        None => (None, None),
+        Some(u) => match u.split_once(':') {
+            Some((name, pw)) => (Some(decode(name, s)?), Some(decode(pw, s)?)),
+            None => (Some(decode(u, s)?), None),
+        },
+    };
+    let user = user.filter(|u| !u.is_empty());
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| UrlError::Host(s.to_string()))?;
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(UrlError::Host(s.to_string()));
+        }
+        let port = match after {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| UrlError::Host(s.to_string()))?,
+            ),
+        };
+        (h.to_string(), port)
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (hostport.to_string(), None),
+        }
+    };
+    let host = decode(&host, s)?.to_ascii_lowercase();
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || "/@?#[]".contains(c))
+    {
+        return Err(UrlError::Host(s.to_string()));
+    }
+    let port = match port {
+        None | Some("") => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Some(n),
+            _ => return Err(UrlError::Port(s.to_string())),
+        },
+    };
+    Ok(Authority {
+        user,
+        password,
+        host,
+        port,
+        path,
+    })
+}
+
 impl FtpUrl {
     /// Parses a URL.
     pub fn parse(s: &str) -> Result<FtpUrl, UrlError> {
@@ -147,59 +229,9 @@ impl FtpUrl {
             "ftps" => Scheme::Ftps,
             _ => return Err(UrlError::Scheme(s.to_string())),
         };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, ""),
-        };
-        // The user info ends at the last '@' (a password may contain a raw '@').
-        let (userinfo, hostport) = match authority.rfind('@') {
-            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
-            None => (None, authority),
-        };
-        let (user, password) = match userinfo {
-            None => (None, None),
-            Some(u) => match u.split_once(':') {
-                Some((name, pw)) => (Some(decode(name, s)?), Some(decode(pw, s)?)),
-                None => (Some(decode(u, s)?), None),
-            },
-        };
-        let user = user.filter(|u| !u.is_empty());
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| UrlError::Host(s.to_string()))?;
-            if h.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(UrlError::Host(s.to_string()));
-            }
-            let port = match after {
-                "" => None,
-                p => Some(
-                    p.strip_prefix(':')
-                        .ok_or_else(|| UrlError::Host(s.to_string()))?,
-                ),
-            };
-            (h.to_string(), port)
-        } else {
-            match hostport.split_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (hostport.to_string(), None),
-            }
-        };
-        let host = decode(&host, s)?.to_ascii_lowercase();
-        if host.is_empty()
-            || host
-                .chars()
-                .any(|c| c.is_whitespace() || "/@?#[]".contains(c))
-        {
-            return Err(UrlError::Host(s.to_string()));
-        }
-        let port = match port {
-            None | Some("") => scheme.default_port(),
-            Some(p) => match p.parse::<u16>() {
-                Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
-                _ => return Err(UrlError::Port(s.to_string())),
-            },
-        };
+        let a = authority(rest, s)?;
+        let port = a.port.unwrap_or_else(|| scheme.default_port());
+        let (user, password, host, path) = (a.user, a.password, a.host, a.path);
         // Query and fragment are not part of FTP URLs; `;type=i` is ignored.
         let path = path.split(['?', '#']).next().unwrap_or("");
         let path = path.rsplit_once(";type=").map_or(path, |(p, _)| p);

@@ -1,6 +1,8 @@
 //! Integration tests of the client library against scripted servers on 127.0.0.1:0: the
 //! behaviour that real servers rarely show on demand (a hostile PASV address, no EPSV, replies
-//! that never end or never come).
+//! that never end or never come); the chat client likewise (`chat`: no SASL, silence, PING).
+
+mod chat;
 
 use std::time::Duration;
 

@@ -1,8 +1,11 @@
-//! The `ferry` binary: `ferry serve` runs the server, `ferry user …` administers accounts.
+//! The `ferry` binary: `ferry serve` runs the server, `ferry user …` administers accounts, the
+//! client commands (`ferry get/put/ls/…`, `ferry shell`, `ferry chat`) talk to servers.
 //! Argument parsing (clap) and wiring only; the work happens in the libraries.
 
+mod chat;
 mod client;
 mod serve;
+mod shell;
 mod user;
 
 use std::path::PathBuf;
@@ -43,6 +46,10 @@ enum Cmd {
     Hash(client::PathsArgs),
     /// Show the account's disk usage, quota and free space
     Quota(client::QuotaArgs),
+    /// Interactive session: ls, cd, get, put, rm, … with history, completion and the chat
+    Shell(shell::ShellArgs),
+    /// Chat room client: ferry chat irc://user@host:6667 (ircs:// for TLS)
+    Chat(chat::ChatArgs),
 }
 
 /// Where the data lives, shared by `serve` and `user`.
@@ -73,6 +80,8 @@ fn tune_allocator() {}
 
 fn main() -> ExitCode {
     tune_allocator();
+    // Before the runtime's threads exist: the local time zone cannot be read safely after.
+    chat::init_local_time();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
@@ -110,6 +119,8 @@ fn main() -> ExitCode {
             Cmd::Mv(args) => client::mv(args).await,
             Cmd::Hash(args) => client::hash(args).await,
             Cmd::Quota(args) => client::quota(args).await,
+            Cmd::Shell(args) => shell::run(args).await,
+            Cmd::Chat(args) => chat::run(args).await,
         }
     });
     match result {

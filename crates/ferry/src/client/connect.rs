@@ -1,7 +1,8 @@
 //! Opening sessions for the client commands: credentials (URL, `~/.netrc`, `$FERRY_PASSWORD`,
 //! a prompt without echo), the TLS policy (ask for TLS; never send a password in the clear to a
 //! non-loopback host unless `--allow-plaintext`), trust on first use with a question on a
-//! terminal, and one reused connection per server and user.
+//! terminal, and one reused connection per server and user. The chat and the shell log in
+//! with the same credentials and trust rules.
 
 use std::io::IsTerminal as _;
 use std::sync::Arc;
@@ -40,45 +41,91 @@ fn netrc() -> Option<Netrc> {
     Some(Netrc::parse(&text))
 }
 
+/// A user name and its password.
+#[derive(Clone)]
+pub struct Login {
+    /// The user name.
+    pub user: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The user name and password for `url`: the URL's, else `~/.netrc`'s, else `$FERRY_PASSWORD`,
 /// else a prompt on the terminal. Without any user name: `anonymous`.
-async fn credentials(url: &FtpUrl) -> Result<(String, String), Error> {
+async fn credentials(url: &FtpUrl) -> Result<Login, Error> {
+    credentials_for(
+        &url.host,
+        &url.host_port(),
+        url.user.as_deref(),
+        url.password.as_deref(),
+        Some("anonymous"),
+    )
+    .await
+}
+
+/// The user name and password for an account on `host`, looked up like the FTP commands do:
+/// `user`/`password` as given (from a URL), else `~/.netrc`, else `$FERRY_PASSWORD`, else a
+/// prompt without echo on the terminal. `default_user` stands in when no user name is found
+/// anywhere (`None`: that is a usage error).
+pub async fn credentials_for(
+    host: &str,
+    host_port: &str,
+    user: Option<&str>,
+    password: Option<&str>,
+    default_user: Option<&str>,
+) -> Result<Login, Error> {
     let netrc = netrc();
-    let entry = netrc
-        .as_ref()
-        .and_then(|n| n.lookup(&url.host, url.user.as_deref()));
-    let user = url
-        .user
-        .clone()
+    let entry = netrc.as_ref().and_then(|n| n.lookup(host, user));
+    let user = match user
+        .map(str::to_string)
         .or_else(|| entry.and_then(|e| e.login.clone()))
-        .unwrap_or_else(|| "anonymous".to_string());
-    if let Some(pw) = &url.password {
-        return Ok((user, pw.clone()));
+        .or_else(|| default_user.map(str::to_string))
+    {
+        Some(u) => u,
+        None => {
+            return Err(Error::Usage(format!(
+                "no user name for {host_port}: put it in the URL (user@{host_port}) or in ~/.netrc"
+            )))
+        }
+    };
+    let login = |password: String| Login {
+        user: user.clone(),
+        password,
+    };
+    if let Some(pw) = password {
+        return Ok(login(pw.to_string()));
     }
     let netrc_pw = entry
         .filter(|e| e.login.as_deref().is_none_or(|l| l == user))
         .and_then(|e| e.password.clone());
     if let Some(pw) = netrc_pw {
-        return Ok((user, pw));
+        return Ok(login(pw));
     }
     if let Some(pw) = std::env::var_os("FERRY_PASSWORD") {
-        return Ok((user, pw.to_string_lossy().into_owned()));
+        return Ok(login(pw.to_string_lossy().into_owned()));
     }
     if is_anonymous(&user) {
-        return Ok((user, "ferry@".to_string()));
+        return Ok(login("ferry@".to_string()));
     }
     if !std::io::stdin().is_terminal() {
         return Err(Error::Auth(format!(
-            "no password for {user}@{}: put it in the URL, ~/.netrc or FERRY_PASSWORD, or run on a terminal to be asked",
-            url.host_port()
+            "no password for {user}@{host_port}: put it in the URL, ~/.netrc or FERRY_PASSWORD, or run on a terminal to be asked"
         )));
     }
-    let prompt = format!("password for {user}@{}: ", url.host_port());
+    let prompt = format!("password for {user}@{host_port}: ");
     let pw = tokio::task::spawn_blocking(move || rpassword::prompt_password(prompt))
         .await
         .map_err(|e| Error::Local(format!("password prompt: {e}")))?
         .map_err(|e| Error::Local(format!("password prompt: {e}")))?;
-    Ok((user, pw))
+    Ok(login(pw))
 }
 
 /// Asks on the terminal whether to trust a certificate seen for the first time.
@@ -114,43 +161,21 @@ async fn ask_trust(problem: &CertProblem) -> bool {
     .unwrap_or(false)
 }
 
-/// Opens a logged-in session for `url`.
-pub async fn open(url: &FtpUrl, args: &ConnArgs, out: &Out) -> Result<Client, Error> {
-    let (user, password) = credentials(url).await?;
-    let security = match url.scheme {
-        Scheme::Ftps => Security::Implicit,
-        Scheme::Ftpes => Security::Explicit { required: true },
-        Scheme::Ftp if args.no_tls => Security::Plain,
-        Scheme::Ftp => Security::Explicit { required: false },
-    };
-    let secs = Duration::from_secs(args.timeout.max(1));
-    let trace: Option<ferry_client::client::Trace> = args.verbose.then(|| {
-        Arc::new(|sent: bool, line: &str| {
-            eprintln!("{} {line}", if sent { ">" } else { "<" });
-        }) as ferry_client::client::Trace
-    });
-    let mut opts = ConnectOptions {
-        host: url.host.clone(),
-        port: url.port,
-        security,
-        trust: Trust {
-            ca_file: args.ca_file.clone(),
-            known_hosts: known_hosts::default_path(),
-            accept_new: args.accept_new_cert,
-        },
-        timeouts: Timeouts {
-            connect: secs,
-            reply: secs,
-            data: secs,
-            ..Timeouts::default()
-        },
-        trace,
-    };
-    let mut client = match Client::connect(&opts).await {
-        Ok(c) => c,
-        Err(Error::Cert(p @ CertProblem::Unknown { .. }))
-            if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() =>
-        {
+/// Whether a certificate question can be asked (stdin and stderr are terminals).
+fn can_ask() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// Runs `connect` with `trust`; if it fails on a certificate seen for the first time and a
+/// terminal can be asked, asks, remembers the certificate if the answer is yes, and connects
+/// again (accepting exactly the certificate that was remembered).
+pub async fn trusting<T, F, Fut>(mut trust: Trust, mut connect: F) -> Result<T, Error>
+where
+    F: FnMut(Trust) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    match connect(trust.clone()).await {
+        Err(Error::Cert(p @ CertProblem::Unknown { .. })) if can_ask() => {
             if !ask_trust(&p).await {
                 return Err(Error::Cert(p));
             }
@@ -166,11 +191,80 @@ pub async fn open(url: &FtpUrl, args: &ConnArgs, out: &Out) -> Result<Client, Er
                 })?;
             }
             // The next handshake must show exactly the certificate the user accepted.
-            opts.trust.accept_new = false;
-            Client::connect(&opts).await?
+            trust.accept_new = false;
+            connect(trust).await
         }
-        Err(e) => return Err(e),
+        other => other,
+    }
+}
+
+/// The certificate trust the options ask for.
+pub fn trust_of(ca_file: Option<&std::path::Path>, accept_new: bool) -> Trust {
+    Trust {
+        ca_file: ca_file.map(std::path::Path::to_path_buf),
+        known_hosts: known_hosts::default_path(),
+        accept_new,
+    }
+}
+
+/// Opens a logged-in session for `url`.
+pub async fn open(url: &FtpUrl, args: &ConnArgs, out: &Out) -> Result<Client, Error> {
+    open_login(url, args, out).await.map(|(c, _)| c)
+}
+
+/// Opens a logged-in session for `url`; returns it with the credentials it used (the shell
+/// reconnects and logs in to the chat with them).
+pub async fn open_login(
+    url: &FtpUrl,
+    args: &ConnArgs,
+    out: &Out,
+) -> Result<(Client, Login), Error> {
+    let login = credentials(url).await?;
+    let client = open_with(url, args, out, &login).await?;
+    Ok((client, login))
+}
+
+/// Opens a session for `url` and logs in as `login`.
+pub async fn open_with(
+    url: &FtpUrl,
+    args: &ConnArgs,
+    out: &Out,
+    login: &Login,
+) -> Result<Client, Error> {
+    let Login { user, password } = login;
+    let security = match url.scheme {
+        Scheme::Ftps => Security::Implicit,
+        Scheme::Ftpes => Security::Explicit { required: true },
+        Scheme::Ftp if args.no_tls => Security::Plain,
+        Scheme::Ftp => Security::Explicit { required: false },
     };
+    let secs = Duration::from_secs(args.timeout.max(1));
+    let trace: Option<ferry_client::client::Trace> = args.verbose.then(|| {
+        Arc::new(|sent: bool, line: &str| {
+            eprintln!("{} {line}", if sent { ">" } else { "<" });
+        }) as ferry_client::client::Trace
+    });
+    let opts = ConnectOptions {
+        host: url.host.clone(),
+        port: url.port,
+        security,
+        trust: trust_of(args.ca_file.as_deref(), args.accept_new_cert),
+        timeouts: Timeouts {
+            connect: secs,
+            reply: secs,
+            data: secs,
+            ..Timeouts::default()
+        },
+        trace,
+    };
+    let mut client = trusting(opts.trust.clone(), |trust| {
+        let opts = ConnectOptions {
+            trust,
+            ..opts.clone()
+        };
+        async move { Client::connect(&opts).await }
+    })
+    .await?;
     if let (Some(fp), Some(path)) = (client.new_certificate(), known_hosts::default_path()) {
         out.note(&format!(
             "trusting the certificate of {} (sha256 {fp}), remembered in {}",
@@ -185,7 +279,7 @@ pub async fn open(url: &FtpUrl, args: &ConnArgs, out: &Out) -> Result<Client, Er
             .auth_refused()
             .map(|r| format!("it refused AUTH TLS ({r})"))
             .unwrap_or_else(|| "--no-tls was given".to_string());
-        if !plaintext_allowed(loopback, args.allow_plaintext, &user) {
+        if !plaintext_allowed(loopback, args.allow_plaintext, user) {
             return Err(Error::Tls(format!(
                 "{} is not encrypted ({why}); refusing to send the password in the clear to a \
                  host that is not this machine: use --allow-plaintext to send it anyway, or \
@@ -200,7 +294,7 @@ pub async fn open(url: &FtpUrl, args: &ConnArgs, out: &Out) -> Result<Client, Er
             ));
         }
     }
-    client.login(&user, &password).await?;
+    client.login(user, password).await?;
     Ok(client)
 }
 

@@ -2,9 +2,9 @@
 //! Arguments (clap), credentials, connections and exit codes here; transfers in `transfer`,
 //! terminal output in `output`; the FTP work in `ferry-client`.
 
-mod connect;
-mod output;
-mod transfer;
+pub(crate) mod connect;
+pub(crate) mod output;
+pub(crate) mod transfer;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -155,7 +155,7 @@ pub struct QuotaArgs {
 }
 
 /// The exit code of an error.
-fn exit_code(e: &Error) -> i32 {
+pub(crate) fn exit_code(e: &Error) -> i32 {
     match e.kind() {
         ErrorKind::Usage => 2,
         ErrorKind::Connection => 3,
@@ -167,7 +167,7 @@ fn exit_code(e: &Error) -> i32 {
 }
 
 /// Prints the error as one line and exits with its code (the binary's `main` only knows 0/1).
-fn finish(result: Result<(), Error>) -> anyhow::Result<()> {
+pub(crate) fn finish(result: Result<(), Error>) -> anyhow::Result<()> {
     match result {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -212,40 +212,47 @@ async fn ls_inner(args: LsArgs) -> Result<(), Error> {
     let many = urls.len() > 1;
     for url in &urls {
         let client = conns.get(url).await?;
-        let mut entries = client.list(&url.path).await?;
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let entries = client.list(&url.path).await?;
         let mut text = String::new();
         if many {
             text.push_str(&format!("{url}:\n"));
         }
-        for e in &entries {
-            let kind = match e.kind {
-                Kind::Dir => 'd',
-                Kind::File => '-',
-                Kind::Link => 'l',
-                Kind::Other => '?',
-            };
-            let size = match (e.kind, e.size) {
-                (Kind::Dir, _) | (_, None) => String::new(),
-                (_, Some(n)) => format_size(n),
-            };
-            let when = e.modified.map_or_else(String::new, |t| {
-                format!(
-                    "{:04}-{:02}-{:02} {:02}:{:02}",
-                    t.year, t.month, t.day, t.hour, t.minute
-                )
-            });
-            let slash = if e.kind == Kind::Dir { "/" } else { "" };
-            text.push_str(&format!(
-                "{kind} {size:>10}  {when:16}  {}{slash}\n",
-                e.name
-            ));
-        }
+        text.push_str(&format_listing(entries));
         let mut o = std::io::stdout().lock();
         let _ = o.write_all(text.as_bytes());
     }
     conns.close().await;
     Ok(())
+}
+
+/// A listing as `ls` shows it: kind, size, time (UTC), name (`/` after directories), sorted.
+pub(crate) fn format_listing(mut entries: Vec<ferry_client::Entry>) -> String {
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut text = String::new();
+    for e in &entries {
+        let kind = match e.kind {
+            Kind::Dir => 'd',
+            Kind::File => '-',
+            Kind::Link => 'l',
+            Kind::Other => '?',
+        };
+        let size = match (e.kind, e.size) {
+            (Kind::Dir, _) | (_, None) => String::new(),
+            (_, Some(n)) => format_size(n),
+        };
+        let when = e.modified.map_or_else(String::new, |t| {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}",
+                t.year, t.month, t.day, t.hour, t.minute
+            )
+        });
+        let slash = if e.kind == Kind::Dir { "/" } else { "" };
+        text.push_str(&format!(
+            "{kind} {size:>10}  {when:16}  {}{slash}\n",
+            e.name
+        ));
+    }
+    text
 }
 
 /// `ferry get URL… [DEST]`.
@@ -412,6 +419,13 @@ async fn quota_inner(args: QuotaArgs) -> Result<(), Error> {
     let mut conns = Connections::new(&args.conn, &out);
     let client = conns.get(&url).await?;
     let q = client.quota().await?;
+    stdout_line(&out, &format_quota(&q));
+    conns.close().await;
+    Ok(())
+}
+
+/// The quota line: used, reserved, quota, free, files.
+pub(crate) fn format_quota(q: &ferry_client::Quota) -> String {
     let opt = |v: Option<u64>| v.map_or_else(|| "unknown".to_string(), format_size);
     let mut parts = vec![format!("used {}", opt(q.used))];
     if let Some(r) = q.reserved.filter(|&r| r > 0) {
@@ -425,7 +439,5 @@ async fn quota_inner(args: QuotaArgs) -> Result<(), Error> {
     if let Some(f) = q.files {
         parts.push(format!("{f} files"));
     }
-    stdout_line(&out, &parts.join(", "));
-    conns.close().await;
-    Ok(())
+    parts.join(", ")
 }

@@ -15,7 +15,7 @@ const PLAIN_EVERY: Duration = Duration::from_secs(5);
 pub struct Out {
     quiet: bool,
     multi: Option<MultiProgress>,
-    has_overall: std::cell::Cell<bool>,
+    has_overall: std::sync::atomic::AtomicBool,
 }
 
 impl Out {
@@ -26,8 +26,13 @@ impl Out {
         Out {
             quiet,
             multi,
-            has_overall: std::cell::Cell::new(false),
+            has_overall: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The progress bars, if they are shown (to print around them).
+    pub fn bars(&self) -> Option<MultiProgress> {
+        self.multi.clone()
     }
 
     /// `-q` was given.
@@ -77,7 +82,8 @@ impl Out {
             .progress_chars("=> "),
         );
         pb.set_message(format!("0/{files} files"));
-        self.has_overall.set(true);
+        self.has_overall
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Some(pb)
     }
 
@@ -88,7 +94,8 @@ impl Out {
                 Some(t) => ProgressBar::new(t),
                 None => ProgressBar::no_length(),
             };
-            let pb = m.insert_from_back(usize::from(self.has_overall.get()), pb);
+            let overall = self.has_overall.load(std::sync::atomic::Ordering::Relaxed);
+            let pb = m.insert_from_back(usize::from(overall), pb);
             let template = if total.is_some() {
                 "{msg:30!} [{wide_bar}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}"
             } else {

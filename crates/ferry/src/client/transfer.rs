@@ -26,10 +26,40 @@ type Tree<S> = (Vec<String>, Vec<(String, S)>);
 
 /// One file to move.
 struct Job {
-    url: FtpUrl,
+    /// Which source (of `get`) it comes from: the index of its URL.
+    source: usize,
     remote: String,
     local: PathBuf,
     size: Option<u64>,
+}
+
+/// How `get` and `put` move files: the one-shot commands' flags, or the shell's.
+#[derive(Debug, Clone, Copy)]
+pub struct TransferOpts {
+    /// `-r`: directories recursively.
+    pub recursive: bool,
+    /// `-c`: resume partial files.
+    pub resume: bool,
+    /// Compare with the server's digest afterwards (not `--no-verify`).
+    pub verify: bool,
+    /// How the user resumes, for the messages: `ferry get -c` or, in the shell, `get -c`.
+    pub prefix: &'static str,
+}
+
+/// Where `get` finds the session for a URL: one per server (the one-shot commands, which take
+/// URLs of several servers) or the shell's single session.
+pub trait Sessions {
+    /// The logged-in session for `url`'s server.
+    fn session(
+        &mut self,
+        url: &FtpUrl,
+    ) -> impl std::future::Future<Output = Result<&mut Client, Error>> + Send;
+}
+
+impl Sessions for Connections<'_> {
+    async fn session(&mut self, url: &FtpUrl) -> Result<&mut Client, Error> {
+        self.get(url).await
+    }
 }
 
 /// How a transfer was checked.
@@ -260,14 +290,34 @@ pub async fn get(args: GetArgs) -> Result<(), Error> {
     let (urls, dest) = split_get(&args.args)?;
     let out = Out::new(args.conn.quiet);
     let mut conns = Connections::new(&args.conn, &out);
+    let opts = TransferOpts {
+        recursive: args.recursive,
+        resume: args.resume,
+        verify: !args.no_verify,
+        prefix: "ferry ",
+    };
+    get_urls(&mut conns, &urls, dest, &opts, &out).await?;
+    conns.close().await;
+    Ok(())
+}
+
+/// Downloads `urls` (files, or trees with `-r`) into `dest` (default: the current directory;
+/// a directory if it is one, ends in `/`, or several sources are given).
+pub async fn get_urls<S: Sessions>(
+    conns: &mut S,
+    urls: &[FtpUrl],
+    dest: Option<PathBuf>,
+    args: &TransferOpts,
+    out: &Out,
+) -> Result<(), Error> {
     let dest_given = dest.is_some();
     let dest = dest.unwrap_or_else(|| PathBuf::from("."));
     let dest_is_dir =
         dest.is_dir() || urls.len() > 1 || dest.to_string_lossy().ends_with('/') || !dest_given;
     let mut jobs = Vec::new();
     let mut local_dirs = Vec::new();
-    for url in &urls {
-        let client = conns.get(url).await?;
+    for (source, url) in urls.iter().enumerate() {
+        let client = conns.session(url).await?;
         let path = url.path.trim_end_matches('/').to_string();
         let is_root = path.is_empty() || url.path == "/";
         let entry = if is_root {
@@ -303,7 +353,7 @@ pub async fn get(args: GetArgs) -> Result<(), Error> {
             }
             for (rel, size) in files {
                 jobs.push(Job {
-                    url: url.clone(),
+                    source,
                     remote: join(&path, &rel),
                     local: local_rel(&target, &rel)?,
                     size,
@@ -311,7 +361,7 @@ pub async fn get(args: GetArgs) -> Result<(), Error> {
             }
         } else {
             jobs.push(Job {
-                url: url.clone(),
+                source,
                 remote: path.clone(),
                 local: target,
                 size: entry.and_then(|e| e.size),
@@ -334,8 +384,8 @@ pub async fn get(args: GetArgs) -> Result<(), Error> {
     let overall = out.overall(jobs.len(), total);
     let mut done_bytes = 0u64;
     for (i, job) in jobs.iter().enumerate() {
-        let client = conns.get(&job.url).await?;
-        let moved = get_file(client, job, &args, &out, overall.as_ref(), done_bytes).await?;
+        let client = conns.session(&urls[job.source]).await?;
+        let moved = get_file(client, job, args, out, overall.as_ref(), done_bytes).await?;
         done_bytes += moved.max(job.size.unwrap_or(0));
         if let Some(o) = &overall {
             o.set_position(done_bytes);
@@ -348,19 +398,18 @@ pub async fn get(args: GetArgs) -> Result<(), Error> {
     if jobs.is_empty() {
         out.note("nothing to download (empty directory)");
     }
-    conns.close().await;
     Ok(())
 }
 
 async fn get_file(
     client: &mut Client,
     job: &Job,
-    args: &GetArgs,
+    args: &TransferOpts,
     out: &Out,
     overall: Option<&indicatif::ProgressBar>,
     overall_base: u64,
 ) -> Result<u64, Error> {
-    let verify = !args.no_verify;
+    let verify = args.verify;
     let algo = digest_algo(client, verify).await?;
     let remote_size = match job.size {
         Some(s) => Some(s),
@@ -444,8 +493,9 @@ async fn get_file(
                 return Err(with_note(
                     e,
                     &format!(
-                        "{} of {shown} kept: resume with ferry get -c",
-                        format_size(have)
+                        "{} of {shown} kept: resume with {}get -c",
+                        format_size(have),
+                        args.prefix
                     ),
                 ));
             }
@@ -538,28 +588,58 @@ pub async fn put(args: PutArgs) -> Result<(), Error> {
         )));
     }
     let url = parse_url(last)?;
+    if let Some(s) = sources.iter().find(|s| is_url(s)) {
+        return Err(Error::Usage(format!(
+            "{s:?}: put uploads local files; only the last argument is a URL"
+        )));
+    }
+    let locals = local_sources(sources, args.recursive)?;
+    let out = Out::new(args.conn.quiet);
+    let mut conns = Connections::new(&args.conn, &out);
+    let client = conns.get(&url).await?;
+    let opts = TransferOpts {
+        recursive: args.recursive,
+        resume: args.resume,
+        verify: !args.no_verify,
+        prefix: "ferry ",
+    };
+    put_to(client, &locals, &url.path, &opts, &out).await?;
+    conns.close().await;
+    Ok(())
+}
+
+/// A local file or directory to upload, with what it is.
+pub type Local = (PathBuf, std::fs::Metadata);
+
+/// Checks the local sources of `put`: they exist, and directories come with `-r`.
+pub fn local_sources(sources: &[String], recursive: bool) -> Result<Vec<Local>, Error> {
     let mut locals = Vec::new();
     for s in sources {
-        if is_url(s) {
-            return Err(Error::Usage(format!(
-                "{s:?}: put uploads local files; only the last argument is a URL"
-            )));
-        }
         let p = PathBuf::from(s);
         let meta = std::fs::metadata(&p).map_err(|e| Error::local(&p, &e))?;
-        if meta.is_dir() && !args.recursive {
+        if meta.is_dir() && !recursive {
             return Err(Error::Usage(format!(
                 "{s} is a directory: use -r to upload it"
             )));
         }
         locals.push((p, meta));
     }
-    let out = Out::new(args.conn.quiet);
-    let mut conns = Connections::new(&args.conn, &out);
-    let client = conns.get(&url).await?;
-    let target = url.path.trim_end_matches('/').to_string();
+    Ok(locals)
+}
+
+/// Uploads `locals` to `remote`: into it if it is a directory (it ends in `/`, exists as one,
+/// is the login directory `""`, or several sources are given), else as that file. Missing
+/// remote directories are created.
+pub async fn put_to(
+    client: &mut Client,
+    locals: &[Local],
+    remote: &str,
+    args: &TransferOpts,
+    out: &Out,
+) -> Result<(), Error> {
+    let target = remote.trim_end_matches('/').to_string();
     let target_is_dir = target.is_empty()
-        || url.path.ends_with('/')
+        || remote.ends_with('/')
         || locals.len() > 1
         || client
             .stat(&target)
@@ -570,7 +650,7 @@ pub async fn put(args: PutArgs) -> Result<(), Error> {
     if target_is_dir && !target.is_empty() {
         remote_dirs.push(target.clone());
     }
-    for (p, meta) in &locals {
+    for (p, meta) in locals {
         let name = p
             .file_name()
             .and_then(|n| n.to_str())
@@ -586,7 +666,7 @@ pub async fn put(args: PutArgs) -> Result<(), Error> {
             remote_dirs.extend(dirs.iter().map(|d| join(&remote, d)));
             for (rel, size) in files {
                 jobs.push(Job {
-                    url: url.clone(),
+                    source: 0,
                     remote: join(&remote, &rel),
                     local: local_rel(p, &rel)?,
                     size: Some(size),
@@ -597,7 +677,7 @@ pub async fn put(args: PutArgs) -> Result<(), Error> {
                 remote_dirs.push(remote[..i].to_string());
             }
             jobs.push(Job {
-                url: url.clone(),
+                source: 0,
                 remote,
                 local: p.clone(),
                 size: Some(meta.len()),
@@ -612,7 +692,7 @@ pub async fn put(args: PutArgs) -> Result<(), Error> {
     let overall = out.overall(jobs.len(), total);
     let mut done = 0u64;
     for (i, job) in jobs.iter().enumerate() {
-        put_file(client, job, &args, &out, overall.as_ref(), done).await?;
+        put_file(client, job, args, out, overall.as_ref(), done).await?;
         done += job.size.unwrap_or(0);
         if let Some(o) = &overall {
             o.set_position(done);
@@ -622,19 +702,18 @@ pub async fn put(args: PutArgs) -> Result<(), Error> {
     if let Some(o) = overall {
         o.finish_and_clear();
     }
-    conns.close().await;
     Ok(())
 }
 
 async fn put_file(
     client: &mut Client,
     job: &Job,
-    args: &PutArgs,
+    args: &TransferOpts,
     out: &Out,
     overall: Option<&indicatif::ProgressBar>,
     overall_base: u64,
 ) -> Result<(), Error> {
-    let verify = !args.no_verify;
+    let verify = args.verify;
     let algo = digest_algo(client, verify).await?;
     let size = job.size.unwrap_or(0);
     let shown = job.local.display().to_string();
@@ -718,8 +797,9 @@ async fn put_file(
                 return Err(with_note(
                     e,
                     &format!(
-                        "{} sent; the server may keep them: resume with ferry put -c",
-                        format_size(sent)
+                        "{} sent; the server may keep them: resume with {}put -c",
+                        format_size(sent),
+                        args.prefix
                     ),
                 ));
             }
