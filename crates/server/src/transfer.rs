@@ -34,11 +34,10 @@ use crate::xferlog::XferRecord;
 /// Uploads that end within this many bytes are written without a writer thread.
 const SMALL_UPLOAD: usize = 64 * 1024;
 /// Upload buffer size; at most [`UPLOAD_BUFFERS`] of them per upload.
-const UPLOAD_BUF: usize = 256 * 1024;
+const UPLOAD_BUF: usize = 1 << 20;
 const UPLOAD_BUFFERS: usize = 4;
-/// Pipe size asked for by spliced uploads (the kernel's default maximum for unprivileged
-/// processes).
-const SPLICE_PIPE: usize = 1 << 20;
+/// Buffer of an upload written on the socket task (no digest to compute).
+const INLINE_BUF: usize = 1 << 20;
 /// Largest single `sendfile` call.
 const SENDFILE_CHUNK: usize = 4 << 20;
 /// Quota reservations grow geometrically between these bounds.
@@ -436,9 +435,9 @@ pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Reply {
         old_size,
         quota,
     };
-    // Plaintext without a digest to compute: the bytes need not pass through user space.
-    let outcome = if !hash && ctx.tls.is_none() {
-        receive_spliced(&ctx, plan, file, &limits, &mut reservation).await
+    // Nothing to hash: no writer thread (plain TCP or TLS alike).
+    let outcome = if !hash {
+        receive_inline(&ctx, plan, file, &limits, &mut reservation).await
     } else {
         receive_buffered(&ctx, plan, file, hash, &limits, &mut reservation).await
     };
@@ -633,75 +632,51 @@ async fn fill(
     (false, None)
 }
 
-/// Receives a plaintext upload without copying it through user space: `splice` moves the
-/// socket's bytes into a pipe and from the pipe into the file, one pipe-full at a time (the
-/// kernel copies once, into the page cache). Like `sendfile` for downloads, the page-cache write
-/// runs on the socket task. Every byte that arrived is in the file when this returns, also on
-/// failure.
-async fn receive_spliced(
+/// Receives an upload that needs no digest on the socket task alone: read a large buffer, write
+/// it to the page cache, repeat (like `sendfile` for downloads, the page-cache write runs here).
+/// Measured on this project's 2-vCPU VM, 1 GiB over loopback: the writer-thread hand-off per
+/// buffer cost as much CPU as the copies, and `splice` socket→pipe→file was slower still (the
+/// kernel's own page-cache copy ran at a fraction of the speed of `read`/`write`). Every byte
+/// that arrived is in the file when this returns, also on failure.
+async fn receive_inline(
     ctx: &Ctx,
     plan: DataPlan,
     file: std::fs::File,
     limits: &Limits,
     reservation: &mut Reservation,
 ) -> Result<(u64, i64, Option<String>), Failure> {
-    use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
     let mut stream = ctx.connect(plan).await?;
-    let Stream::Plain(tcp) = &stream else {
-        return Err(Failure::Disk(io::Error::other(
-            "splice needs a plain TCP stream",
-        )));
-    };
-    let (pipe_r, pipe_w) =
-        pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).map_err(|e| Failure::Disk(e.into()))?;
-    // A larger pipe means fewer system calls per byte; the kernel's limit may refuse it.
-    let _ = rustix::pipe::fcntl_setpipe_size(&pipe_w, SPLICE_PIPE);
-    let room = rustix::pipe::fcntl_getpipe_size(&pipe_w).unwrap_or(64 * 1024);
-    let mut pos = limits.offset;
+    let mut file = file;
+    let mut buf = Vec::with_capacity(SMALL_UPLOAD);
     let mut written: u64 = 0;
     loop {
-        // The pipe is empty here, so `WouldBlock` can only mean the socket has nothing to read.
-        let got = ctx
-            .guard(tcp.async_io(Interest::READABLE, || {
-                splice(
-                    tcp,
-                    None,
-                    &pipe_w,
-                    None,
-                    room,
-                    SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
-                )
-                .map_err(io::Error::from)
-            }))
-            .await;
-        let n = match got {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(f) => return Err(f),
+        // Small uploads never grow the buffer past the first read's size.
+        let limit = if written == 0 {
+            SMALL_UPLOAD
+        } else {
+            INLINE_BUF
         };
-        limits.reserve(ctx, reservation, written, n as u64).await?;
-        let mut left = n;
-        while left > 0 {
-            match splice(
-                &pipe_r,
-                None,
-                &file,
-                Some(&mut pos),
-                left,
-                SpliceFlags::MOVE,
-            ) {
-                Ok(0) => return Err(Failure::Disk(io::Error::other("the pipe ran dry"))),
-                Ok(k) => left -= k,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(Failure::Disk(e.into())),
-            }
+        if buf.capacity() < limit {
+            buf.reserve_exact(limit - buf.len());
         }
-        written += n as u64;
-        ctx.progress.store(written, Ordering::Relaxed);
+        let (eof, failure) = fill(ctx, &mut stream, &mut buf, limit).await;
+        if !buf.is_empty() {
+            let n = buf.len() as u64;
+            limits.reserve(ctx, reservation, written, n).await?;
+            file.write_all(&buf).map_err(Failure::Disk)?;
+            written += n;
+            ctx.progress.store(written, Ordering::Relaxed);
+            buf.clear();
+        }
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        if eof {
+            let _ = ctx.guard(stream.shutdown()).await;
+            let version = file_version(&file).map_err(Failure::Disk)?;
+            return Ok((written, version, None));
+        }
     }
-    let _ = ctx.guard(stream.shutdown()).await;
-    let version = file_version(&file).map_err(Failure::Disk)?;
-    Ok((written, version, None))
 }
 
 #[allow(clippy::too_many_arguments)] // reason: the upload's parts, consumed once at its end
