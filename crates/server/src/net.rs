@@ -45,6 +45,15 @@ impl Stream {
         }
     }
 
+    /// Waits until a read would find something, without holding a buffer meanwhile (plain TCP:
+    /// socket readiness). A TLS stream returns at once: its records need the read itself.
+    pub async fn ready_to_read(&self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.readable().await,
+            Stream::Tls(_) | Stream::Detached => Ok(()),
+        }
+    }
+
     /// Whether this is a TLS stream.
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))

@@ -198,7 +198,8 @@ impl Conn {
                 if line.last() == Some(&b'\r') {
                     line.truncate(pos - 1);
                 }
-                if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * self.max_line {
+                if self.rbuf.is_empty() {
+                    // An idle session holds no read buffer (the next command allocates one).
                     self.rbuf = BytesMut::new();
                 }
                 return Ok(Line::Complete(line.to_vec()));
@@ -212,6 +213,10 @@ impl Conn {
             }
             if self.eof {
                 return Ok(Line::Eof);
+            }
+            if self.rbuf.is_empty() {
+                // Idle sessions wait here: no read buffer is allocated until bytes arrive.
+                self.stream.ready_to_read().await?;
             }
             self.rbuf.reserve(512);
             let n = self.stream.read_buf(&mut self.rbuf).await?;
@@ -238,14 +243,12 @@ impl Conn {
         }
     }
 
-    /// Sends one reply.
+    /// Sends one reply. The buffer is freed afterwards: an idle session holds none.
     pub async fn send(&mut self, reply: &Reply) -> std::io::Result<()> {
         self.wbuf.clear();
         reply.encode(&mut self.wbuf);
         self.stream.write_all(&self.wbuf).await?;
-        if self.wbuf.capacity() > 64 * 1024 {
-            self.wbuf = Vec::new();
-        }
+        self.wbuf = Vec::new();
         Ok(())
     }
 
