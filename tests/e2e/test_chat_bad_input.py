@@ -196,10 +196,13 @@ def test_wrong_password_sasl_904_pass_464(chat, closing):
 # --------------------------------------------------------------------------- bad clients
 
 
+BATCH = 32
+
+
 def test_client_that_never_reads_is_dropped_others_unaffected(make_ferry, closing, uniq):
     f = make_ferry("chatsendq")
     alice, bob, carol = f.add_user("alice"), f.add_user("bob"), f.add_user("carol")
-    s = f.serve("chat.send_queue=16", "chat.history_lines=0")
+    s = f.serve("chat.send_queue=64", "chat.history_lines=0")
     port = s.wait_chat()
 
     # the slow one: a small receive buffer, registers, then never reads again
@@ -218,12 +221,21 @@ def test_client_that_never_reads_is_dropped_others_unaffected(make_ferry, closin
     sent = 0
     t0 = time.monotonic()
     dropped = None
+    seen = start  # the observer's log is scanned from here on
     while time.monotonic() - t0 < 60 and sent < 60_000:
-        batch = "".join(f"PRIVMSG #lobby :{sent + i} {line}\r\n" for i in range(200))
+        # Batches smaller than the queue, each read by the observer before the next: the
+        # observer (a Python thread on a busy machine) is a client that keeps up, never one
+        # more than a batch behind; the slow one falls behind without limit.
+        batch = "".join(f"PRIVMSG #lobby :{sent + i} {line}\r\n" for i in range(BATCH))
         flooder.sendraw(batch.encode())
-        sent += 200
-        flooder.sync(timeout=30)  # the server has handled (fanned out) every line so far
-        dropped = next((m for m in observer.log[start:] if m.command == "QUIT" and m.nick == slow.nick), None)
+        sent += BATCH
+        last = str(sent - 1)
+        observer.poll_for(lambda m: m.command == "PRIVMSG" and m.text.split(" ", 1)[0] == last, 30,
+                          f"line {last}", seen)
+        upto = len(observer.log)
+        dropped = next((m for m in observer.log[seen:upto] if m.command == "QUIT" and m.nick == slow.nick),
+                       None)
+        seen = upto
         if dropped:
             break
     flood_secs = time.monotonic() - t0
