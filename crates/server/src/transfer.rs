@@ -31,10 +31,13 @@ use crate::server::Shared;
 use crate::storage::Home;
 use crate::xferlog::XferRecord;
 
+/// Buffers of a download that is read into user space (TLS): count and size.
+const DOWNLOAD_BUFFERS: usize = 4;
+const DOWNLOAD_BUF: usize = 256 * 1024;
 /// Uploads that end within this many bytes are written without a writer thread.
 const SMALL_UPLOAD: usize = 64 * 1024;
 /// Upload buffer size; at most [`UPLOAD_BUFFERS`] of them per upload.
-const UPLOAD_BUF: usize = 1 << 20;
+const UPLOAD_BUF: usize = 512 * 1024;
 const UPLOAD_BUFFERS: usize = 4;
 /// Buffer of an upload written on the socket task (no digest to compute).
 const INLINE_BUF: usize = 1 << 20;
@@ -263,10 +266,15 @@ async fn copy_range(
     start: u64,
     end: u64,
 ) -> Result<u64, Failure> {
-    let (full_tx, mut full_rx) = mpsc::channel::<io::Result<Vec<u8>>>(UPLOAD_BUFFERS);
-    let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(UPLOAD_BUFFERS);
-    for _ in 0..UPLOAD_BUFFERS {
-        let _ = empty_tx.try_send(Vec::with_capacity(UPLOAD_BUF));
+    // Buffers keep their full length (zeroed once, here) and travel with the count of valid
+    // bytes, so no chunk is zeroed again before it is read into.
+    let (full_tx, mut full_rx) = mpsc::channel::<io::Result<(Vec<u8>, usize)>>(DOWNLOAD_BUFFERS);
+    let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(DOWNLOAD_BUFFERS);
+    let len = usize::try_from(end.saturating_sub(start))
+        .unwrap_or(usize::MAX)
+        .min(DOWNLOAD_BUF);
+    for _ in 0..DOWNLOAD_BUFFERS {
+        let _ = empty_tx.try_send(vec![0; len]);
     }
     let reader = tokio::task::spawn_blocking(move || {
         use std::os::unix::fs::FileExt;
@@ -277,14 +285,12 @@ async fn copy_range(
             };
             let want = usize::try_from(end - pos)
                 .unwrap_or(usize::MAX)
-                .min(UPLOAD_BUF);
-            buf.resize(want, 0);
-            let item = match file.read_at(&mut buf, pos) {
+                .min(buf.len());
+            let item = match file.read_at(&mut buf[..want], pos) {
                 Ok(0) => return, // the file shrank under us
                 Ok(n) => {
-                    buf.truncate(n);
                     pos += n as u64;
-                    Ok(buf)
+                    Ok((buf, n))
                 }
                 Err(e) => Err(e),
             };
@@ -299,16 +305,15 @@ async fn copy_range(
         let Some(item) = full_rx.recv().await else {
             break Ok(sent);
         };
-        let mut buf = match item {
-            Ok(buf) => buf,
+        let (buf, n) = match item {
+            Ok(v) => v,
             Err(e) => break Err(Failure::Disk(e)),
         };
-        if let Err(f) = ctx.guard(stream.write_all(&buf)).await {
+        if let Err(f) = ctx.guard(stream.write_all(&buf[..n])).await {
             break Err(f);
         }
-        sent += buf.len() as u64;
-        ctx.progress.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        buf.clear();
+        sent += n as u64;
+        ctx.progress.fetch_add(n as u64, Ordering::Relaxed);
         let _ = empty_tx.try_send(buf);
     };
     drop(full_rx);
