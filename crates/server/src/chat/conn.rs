@@ -1,32 +1,35 @@
 //! One chat connection: framing (512-byte IRC lines, `417` for longer ones), registration with
 //! CAP / SASL PLAIN / PASS against the Ferry accounts, then the commands real clients send.
 //!
-//! The connection task owns its state; a separate writer task drains the connection's bounded
-//! send queue to the socket, so hub broadcasts never wait for a slow reader.
+//! One task per connection owns its state and its socket: it waits on input, its bounded
+//! [`Outbox`] (filled by the hub without waiting) and its timers at once, and keeps writing
+//! while a command waits (e.g. on the database). What it holds while idle is kept small: the
+//! commands run as boxed futures that exist only while they run, the registration state is
+//! dropped once registered, and no read buffer or queue allocation is kept when empty.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::BytesMut;
 use ferry_proto::irc::{self, Message};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
 
-use super::hub::{line, Caps, Hub, HubError, Identity, Kill, Line};
+use super::hub::{line, Caps, Hub, HubError, Identity};
+use super::outbox::Outbox;
+use super::wire::{Event, Framed, Wire};
 use crate::accounts::{AuthError, ChatLine, FailureVerdict, User};
 use crate::data::canonical;
 use crate::net::Stream;
 use crate::server::{ConnSlot, Shared};
 
 const VERSION: &str = concat!("ferry-", env!("CARGO_PKG_VERSION"));
-/// Longest line accepted: the 512-byte message plus an IRCv3 tags section.
-const MAX_INPUT: usize = irc::MAX_LINE + irc::MAX_TAGS;
 /// Kernel send buffer of a chat connection.
 const CHAT_SNDBUF: usize = 64 * 1024;
 /// Longest SASL payload accepted (PLAIN of a 1 KiB password, base64).
 const MAX_SASL: usize = 2048;
+/// How long a closing connection may take to write what is still queued (its ERROR line last).
+const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
 /// Registration progress.
 #[derive(Debug, Default)]
@@ -35,7 +38,6 @@ struct Registration {
     user: Option<(String, String)>,
     pass: Option<String>,
     negotiating: bool,
-    caps: Caps,
     sasl: Option<String>,
     account: Option<User>,
 }
@@ -44,11 +46,11 @@ struct Conn {
     shared: Arc<Shared>,
     hub: Arc<Hub>,
     peer: SocketAddr,
-    tx: mpsc::Sender<Line>,
-    kill: Arc<Kill>,
+    out: Arc<Outbox>,
     me: Option<Identity>,
-    reg: Registration,
-    server: String,
+    /// Until registered (then dropped: an idle client does not keep it).
+    reg: Option<Box<Registration>>,
+    caps: Caps,
 }
 
 enum Next {
@@ -63,140 +65,88 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Runs one chat connection to its end.
-pub async fn run(
+/// One chat connection, from its accepted socket to its end. The socket options are set here;
+/// the returned future (spawned by the listener) owns the connection's state in place, which is
+/// what a connected client costs while it is idle.
+pub fn run(
     shared: Arc<Shared>,
     hub: Arc<Hub>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     slot: ConnSlot,
     tls: bool,
-) {
-    let _slot = slot;
+) -> impl Future<Output = ()> + Send + 'static {
     let _ = stream.set_nodelay(true);
     // A fixed, modest kernel send buffer: the send queue (in lines) is then what decides when a
     // client that does not read is dropped, instead of megabytes of autotuned socket buffer.
     let _ = socket2::SockRef::from(&stream).set_send_buffer_size(CHAT_SNDBUF);
-    let stream = if tls {
-        let accept = tokio_rustls::TlsAcceptor::from(shared.tls.base()).accept(stream);
-        match tokio::time::timeout(shared.config.tls_handshake_timeout(), accept).await {
-            Ok(Ok(s)) => Stream::Tls(Box::new(s)),
-            _ => return,
-        }
-    } else {
-        Stream::Plain(stream)
-    };
-    let (reader, writer) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::channel::<Line>(shared.config.chat.send_queue);
-    let kill = Arc::new(Kill::default());
-    let writer_task = tokio::spawn(write_loop(writer, rx, kill.clone()));
-    let server = shared.config.chat.server_name.clone();
+    let mut wire = Wire::new(Stream::Plain(stream));
+    let out = Outbox::new(shared.config.chat.send_queue);
     let mut conn = Conn {
         shared,
         hub,
         peer,
-        tx,
-        kill,
+        out,
         me: None,
-        reg: Registration::default(),
-        server,
+        reg: None,
+        caps: Caps::default(),
     };
-    let reason = conn.serve(reader).await;
-    if let Some(me) = conn.me.take() {
-        conn.hub.quit(me.id, &reason);
-        tracing::info!(nick = %me.nick, reason, "chat client left");
-    }
-    let _ = conn.tx.try_send(line(&Message::new(
-        "ERROR",
-        [format!("Closing link: {reason}")],
-    )));
-    drop(conn);
-    // Give the writer a moment to flush the ERROR line; a client that does not read is cut off.
-    let mut writer_task = writer_task;
-    if tokio::time::timeout(Duration::from_secs(2), &mut writer_task)
-        .await
-        .is_err()
-    {
-        writer_task.abort();
-    }
-}
-
-async fn write_loop(mut w: WriteHalf<Stream>, mut rx: mpsc::Receiver<Line>, kill: Arc<Kill>) {
-    while let Some(l) = rx.recv().await {
-        if w.write_all(l.as_bytes()).await.is_err() {
-            kill.fire("Write error");
-            break;
-        }
-    }
-    let _ = w.shutdown().await;
-}
-
-/// Reads one line (without CR/LF); `Ok(None)` for EOF; `Err(true)` for an over-long line.
-async fn read_line(
-    r: &mut ReadHalf<Stream>,
-    buf: &mut BytesMut,
-    discarding: &mut bool,
-) -> std::io::Result<Result<Vec<u8>, ()>> {
-    loop {
-        if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-            let mut l = buf.split_to(pos + 1);
-            if std::mem::take(discarding) || pos + 1 > MAX_INPUT {
-                return Ok(Err(()));
-            }
-            l.truncate(pos);
-            if l.last() == Some(&b'\r') {
-                l.truncate(l.len() - 1);
-            }
-            // 512 bytes with CRLF for the message itself; an IRCv3 tags section comes on top.
-            let tags = if l.first() == Some(&b'@') {
-                l.iter().position(|&b| b == b' ').map_or(l.len(), |i| i + 1)
-            } else {
-                0
-            };
-            if l.len() - tags + 2 > irc::MAX_LINE || tags > irc::MAX_TAGS {
-                return Ok(Err(()));
-            }
-            return Ok(Ok(l.to_vec()));
-        }
-        if buf.len() > MAX_INPUT {
-            buf.clear();
-            if !*discarding {
-                *discarding = true;
-                return Ok(Err(()));
+    async move {
+        let _slot = &slot; // held until the connection ends
+        if tls {
+            let shared = &conn.shared;
+            let limit = shared.config.tls_handshake_timeout();
+            if !wire.accept_tls(shared.tls.base(), limit).await {
+                return;
             }
         }
-        buf.reserve(512);
-        if r.read_buf(buf).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        let reason = conn.serve(&mut wire).await;
+        if let Some(me) = conn.me.take() {
+            conn.hub.quit(me.id, &reason);
+            tracing::info!(nick = %me.nick(), reason, "chat client left");
         }
+        // Refused (and dropped) if the queue is full, as for a client that does not read.
+        conn.out.push(&line(&Message::new(
+            "ERROR",
+            [format!("Closing link: {reason}")],
+        )));
+        // A client that does not read is cut off.
+        let _ = tokio::time::timeout(CLOSE_FLUSH, wire.finish(&conn.out)).await;
     }
 }
 
 impl Conn {
     fn nick(&self) -> &str {
-        match &self.me {
-            Some(m) => &m.nick,
-            None => self.reg.nick.as_deref().unwrap_or("*"),
+        match (&self.me, &self.reg) {
+            (Some(m), _) => m.nick(),
+            (None, Some(r)) => r.nick.as_deref().unwrap_or("*"),
+            (None, None) => "*",
         }
     }
 
+    fn server(&self) -> &str {
+        &self.shared.config.chat.server_name
+    }
+
+    /// The registration state (made on first use).
+    fn reg(&mut self) -> &mut Registration {
+        self.reg.get_or_insert_with(Box::default)
+    }
+
     fn send(&self, m: Message) {
-        if self.tx.try_send(line(&m)).is_err() {
-            self.kill.fire("SendQ exceeded");
-        }
+        // A full queue marks this connection for disconnection (SendQ exceeded).
+        self.out.push(&line(&m));
     }
 
     /// A numeric reply from the server to this client.
     fn num(&self, code: &str, params: &[&str]) {
         let mut all = vec![self.nick().to_string()];
         all.extend(params.iter().map(|p| p.to_string()));
-        self.send(Message::new(code, all).with_prefix(self.server.as_str()));
+        self.send(Message::new(code, all).with_prefix(self.server()));
     }
 
-    async fn serve(&mut self, mut reader: ReadHalf<Stream>) -> String {
-        let cfg = self.shared.config.chat.clone();
-        let mut buf = BytesMut::new();
-        let mut discarding = false;
+    async fn serve(&mut self, wire: &mut Wire) -> String {
+        let cfg = &self.shared.config.chat;
         let reg_deadline =
             tokio::time::Instant::now() + Duration::from_secs(cfg.registration_timeout_secs);
         let ping_every = Duration::from_secs(cfg.ping_interval_secs);
@@ -204,15 +154,49 @@ impl Conn {
         let mut pinged = false;
         let mut quiet_until = tokio::time::Instant::now() + ping_every;
         let shutdown = self.shared.shutdown.soft.clone();
+        let out = self.out.clone();
         loop {
+            if let Some(reason) = out.killed() {
+                return reason.into();
+            }
+            // Lines already read first; then wait for more.
+            if let Some(framed) = wire.next_line() {
+                pinged = false;
+                quiet_until = tokio::time::Instant::now() + ping_every;
+                let next = match framed {
+                    Framed::TooLong => {
+                        self.num("417", &["Input line was too long"]);
+                        Next::Go
+                    }
+                    Framed::Line(raw) => match irc::parse(&raw) {
+                        Ok(msg) if self.me.is_some() => {
+                            // Boxed: the command's state exists only while it runs.
+                            wire.busy(&out, Box::pin(self.command(msg))).await
+                        }
+                        Ok(msg) => wire.busy(&out, Box::pin(self.register(msg))).await,
+                        Err(irc::IrcError::Empty) => Next::Go,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "unparseable chat line");
+                            self.num("421", &["*", "Unknown or malformed command"]);
+                            Next::Go
+                        }
+                    },
+                };
+                if let Next::Close(reason) = next {
+                    return reason;
+                }
+                if let Some(reason) = wire.write_now(&out).await {
+                    return reason;
+                }
+                continue;
+            }
             let deadline = if self.me.is_none() {
                 reg_deadline.min(quiet_until)
             } else {
                 quiet_until
             };
-            let read = tokio::select! {
+            let event = tokio::select! {
                 _ = shutdown.cancelled() => return "Server shutting down".into(),
-                _ = self.kill.token.cancelled() => return self.kill.reason().unwrap_or_else(|| "Killed".into()),
                 _ = tokio::time::sleep_until(deadline) => {
                     if self.me.is_none() && tokio::time::Instant::now() >= reg_deadline {
                         return "Registration timeout".into();
@@ -221,49 +205,13 @@ impl Conn {
                         return format!("Ping timeout: {} seconds", (ping_every + ping_wait).as_secs());
                     }
                     pinged = true;
-                    self.send(Message::new("PING", [self.server.as_str()]));
+                    self.send(Message::new("PING", [self.server()]));
                     quiet_until = tokio::time::Instant::now() + ping_wait;
                     continue;
                 }
-                r = read_line(&mut reader, &mut buf, &mut discarding) => r,
+                e = wire.wait(&out) => e,
             };
-            pinged = false;
-            quiet_until = tokio::time::Instant::now() + ping_every;
-            let raw = match read {
-                // A client that vanished: EOF, or a reset when it died with unread data.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-                    ) =>
-                {
-                    return "Connection closed".into()
-                }
-                Err(e) => return format!("Read error: {e}"),
-                Ok(Err(())) => {
-                    self.num("417", &["Input line was too long"]);
-                    continue;
-                }
-                Ok(Ok(raw)) => raw,
-            };
-            if raw.is_empty() {
-                continue;
-            }
-            let msg = match irc::parse(&raw) {
-                Ok(m) => m,
-                Err(irc::IrcError::Empty) => continue,
-                Err(e) => {
-                    tracing::debug!(error = %e, "unparseable chat line");
-                    self.num("421", &["*", "Unknown or malformed command"]);
-                    continue;
-                }
-            };
-            let next = if self.me.is_some() {
-                self.command(msg).await
-            } else {
-                self.register(msg).await
-            };
-            if let Next::Close(reason) = next {
+            if let Event::Closed(reason) = event {
                 return reason;
             }
         }
@@ -274,19 +222,19 @@ impl Conn {
         match m.command.as_str() {
             "CAP" => self.cap(&m),
             "AUTHENTICATE" => return self.authenticate(&p(0)).await,
-            "PASS" => self.reg.pass = Some(p(0)),
+            "PASS" => self.reg().pass = Some(p(0)),
             "NICK" if p(0).is_empty() => self.num("431", &["No nickname given"]),
-            "NICK" => self.reg.nick = Some(p(0)),
+            "NICK" => self.reg().nick = Some(p(0)),
             "USER" if m.params.len() < 4 => self.num("461", &["USER", "Not enough parameters"]),
-            "USER" => self.reg.user = Some((p(0), p(3))),
+            "USER" => self.reg().user = Some((p(0), p(3))),
             "PING" => self.send(
-                Message::new("PONG", [self.server.clone(), p(0)]).with_prefix(self.server.as_str()),
+                Message::new("PONG", [self.server().to_string(), p(0)]).with_prefix(self.server()),
             ),
             "PONG" => {}
             "QUIT" => return Next::Close("Client quit".into()),
             _ => self.num("451", &["You have not registered"]),
         }
-        if self.reg.nick.is_some() && self.reg.user.is_some() && !self.reg.negotiating {
+        if self.reg().nick.is_some() && self.reg().user.is_some() && !self.reg().negotiating {
             return self.complete_registration().await;
         }
         Next::Go
@@ -298,7 +246,7 @@ impl Conn {
         match sub.as_str() {
             "LS" => {
                 if self.me.is_none() {
-                    self.reg.negotiating = true;
+                    self.reg().negotiating = true;
                 }
                 // Values only for CAP LS 302 (the Python irc library sends plain LS).
                 let list = if m.param(1) == Some("302") {
@@ -307,26 +255,25 @@ impl Conn {
                     "sasl multi-prefix userhost-in-names"
                 };
                 self.send(
-                    Message::new("CAP", [self.nick(), "LS", list])
-                        .with_prefix(self.server.as_str()),
+                    Message::new("CAP", [self.nick(), "LS", list]).with_prefix(self.server()),
                 );
             }
             "LIST" => {
                 let mut on = Vec::new();
-                if self.reg.caps.multi_prefix {
+                if self.caps.multi_prefix {
                     on.push("multi-prefix");
                 }
-                if self.reg.caps.userhost_in_names {
+                if self.caps.userhost_in_names {
                     on.push("userhost-in-names");
                 }
                 self.send(
                     Message::new("CAP", [self.nick(), "LIST", &on.join(" ")])
-                        .with_prefix(self.server.as_str()),
+                        .with_prefix(self.server()),
                 );
             }
             "REQ" => {
                 if self.me.is_none() {
-                    self.reg.negotiating = true;
+                    self.reg().negotiating = true;
                 }
                 let wanted = m.param(1).unwrap_or("");
                 let all_known = wanted
@@ -336,39 +283,46 @@ impl Conn {
                     for c in wanted.split_whitespace() {
                         let on = !c.starts_with('-');
                         match c.trim_start_matches('-') {
-                            "multi-prefix" => self.reg.caps.multi_prefix = on,
-                            "userhost-in-names" => self.reg.caps.userhost_in_names = on,
+                            "multi-prefix" => self.caps.multi_prefix = on,
+                            "userhost-in-names" => self.caps.userhost_in_names = on,
                             _ => {}
                         }
                     }
+                    if let Some(me) = &self.me {
+                        self.hub.set_caps(me.id, self.caps);
+                    }
                     self.send(
                         Message::new("CAP", [self.nick(), "ACK", wanted])
-                            .with_prefix(self.server.as_str()),
+                            .with_prefix(self.server()),
                     );
                 } else {
                     self.send(
                         Message::new("CAP", [self.nick(), "NAK", wanted])
-                            .with_prefix(self.server.as_str()),
+                            .with_prefix(self.server()),
                     );
                 }
             }
-            "END" => self.reg.negotiating = false,
+            "END" => {
+                if let Some(r) = &mut self.reg {
+                    r.negotiating = false;
+                }
+            }
             _ => self.num("410", &[&sub, "Invalid CAP command"]),
         }
     }
 
     async fn authenticate(&mut self, arg: &str) -> Next {
-        if self.reg.account.is_some() {
+        if self.reg().account.is_some() {
             self.num("907", &["You have already authenticated using SASL"]);
             return Next::Go;
         }
-        match (self.reg.sasl.as_mut(), arg) {
+        match (self.reg().sasl.as_mut(), arg) {
             (_, "*") => {
-                self.reg.sasl = None;
+                self.reg().sasl = None;
                 self.num("906", &["SASL authentication aborted"]);
             }
             (None, mech) if mech.eq_ignore_ascii_case("PLAIN") => {
-                self.reg.sasl = Some(String::new());
+                self.reg().sasl = Some(String::new());
                 self.send(Message::new("AUTHENTICATE", ["+"]));
             }
             (None, _) => self.num("908", &["PLAIN", "are available SASL mechanisms"]),
@@ -377,14 +331,14 @@ impl Conn {
                     acc.push_str(chunk);
                 }
                 if acc.len() > MAX_SASL {
-                    self.reg.sasl = None;
+                    self.reg().sasl = None;
                     self.num("905", &["SASL message too long"]);
                     return Next::Go;
                 }
                 if chunk.len() == 400 {
                     return Next::Go; // more chunks follow
                 }
-                let payload = self.reg.sasl.take().unwrap_or_default();
+                let payload = self.reg().sasl.take().unwrap_or_default();
                 let decoded = base64::engine::general_purpose::STANDARD
                     .decode(payload.as_bytes())
                     .unwrap_or_default();
@@ -408,7 +362,7 @@ impl Conn {
                             ],
                         );
                         self.num("903", &["SASL authentication successful"]);
-                        self.reg.account = Some(user);
+                        self.reg().account = Some(user);
                     }
                     Err(close) => {
                         self.num("904", &["SASL authentication failed"]);
@@ -456,17 +410,18 @@ impl Conn {
     }
 
     async fn complete_registration(&mut self) -> Next {
-        let cfg = self.shared.config.chat.clone();
-        let nick = self.reg.nick.clone().unwrap_or_default();
-        let (_user, realname) = self.reg.user.clone().unwrap_or_default();
-        if self.reg.account.is_none() {
-            if let Some(pass) = self.reg.pass.take() {
+        let shared = self.shared.clone();
+        let cfg = &shared.config.chat;
+        let nick = self.reg().nick.clone().unwrap_or_default();
+        let (_user, realname) = self.reg().user.clone().unwrap_or_default();
+        if self.reg().account.is_none() {
+            if let Some(pass) = self.reg().pass.take() {
                 let (name, password) = match pass.split_once(':') {
                     Some((n, p)) if !n.is_empty() => (n.to_string(), p.to_string()),
                     _ => (nick.clone(), pass),
                 };
                 match self.login(&name, &password).await {
-                    Ok(user) => self.reg.account = Some(user),
+                    Ok(user) => self.reg().account = Some(user),
                     Err(reason) => {
                         self.num("464", &["Password incorrect"]);
                         return Next::Close(reason.unwrap_or_else(|| "Password incorrect".into()));
@@ -474,17 +429,17 @@ impl Conn {
                 }
             }
         }
-        let (wanted, account) = match &self.reg.account {
+        let (wanted, account) = match self.reg().account.as_ref() {
             Some(user) => (user.name.clone(), Some(user.name.clone())),
             None if cfg.allow_guests => {
                 if !irc::is_valid_nick(&nick) {
                     self.num("432", &[&nick, "Erroneous nickname"]);
-                    self.reg.nick = None;
+                    self.reg().nick = None;
                     return Next::Go;
                 }
                 if matches!(self.shared.accounts.get_user(&nick).await, Ok(Some(_))) {
                     self.num("433", &[&nick, "Nickname belongs to an account: log in with SASL or PASS account:password"]);
-                    self.reg.nick = None;
+                    self.reg().nick = None;
                     return Next::Go;
                 }
                 (nick.clone(), None)
@@ -498,40 +453,41 @@ impl Conn {
             }
         };
         let host = canonical(self.peer.ip()).to_string();
-        let user = account
-            .clone()
-            .unwrap_or_else(|| format!("~{}", wanted.chars().take(9).collect::<String>()));
+        let logged_in = account.is_some();
+        let user =
+            account.unwrap_or_else(|| format!("~{}", wanted.chars().take(9).collect::<String>()));
         let me = self.hub.register(
             &wanted,
             &user,
             &host,
             &realname,
-            account,
-            self.reg.caps,
-            self.tx.clone(),
-            self.kill.clone(),
+            logged_in,
+            self.caps,
+            self.out.clone(),
         );
-        tracing::info!(nick = %me.nick, peer = %self.peer, "chat client registered");
+        tracing::info!(nick = %me.nick(), peer = %self.peer, "chat client registered");
         self.me = Some(me.clone());
+        self.reg = None;
         let (users, rooms) = self.hub.counts();
         self.num(
             "001",
             &[&format!(
                 "Welcome to the {} chat, {}",
-                cfg.network, me.prefix
+                cfg.network,
+                me.prefix()
             )],
         );
         self.num(
             "002",
-            &[&format!("Your host is {}, running {VERSION}", self.server)],
+            &[&format!(
+                "Your host is {}, running {VERSION}",
+                self.server()
+            )],
         );
         self.num("003", &["This server was created when it started"]);
         self.send(
-            Message::new(
-                "004",
-                [me.nick.as_str(), self.server.as_str(), VERSION, "i", "bn"],
-            )
-            .with_prefix(self.server.as_str()),
+            Message::new("004", [me.nick(), self.server(), VERSION, "i", "bn"])
+                .with_prefix(self.server()),
         );
         let isupport = [
             "CASEMAPPING=rfc1459".to_string(),
@@ -545,10 +501,10 @@ impl Conn {
             "CHANMODES=b,,,n".into(),
             "UTF8ONLY".into(),
         ];
-        let mut params: Vec<String> = vec![me.nick.clone()];
+        let mut params: Vec<String> = vec![me.nick().to_string()];
         params.extend(isupport);
         params.push("are supported by this server".into());
-        self.send(Message::new("005", params).with_prefix(self.server.as_str()));
+        self.send(Message::new("005", params).with_prefix(self.server()));
         self.num(
             "251",
             &[&format!(
@@ -579,7 +535,7 @@ impl Conn {
                 let n = self.shared.config.chat.history_lines;
                 if n > 0 {
                     if let Ok(lines) = self.shared.accounts.recent_chat(&joined.room, n).await {
-                        let from = format!("{0}!{0}@{0}", self.server);
+                        let from = format!("{0}!{0}@{0}", self.server());
                         for l in lines {
                             let when = time::OffsetDateTime::from_unix_timestamp(l.at)
                                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
@@ -602,7 +558,7 @@ impl Conn {
                 }
             }
             Ok(None) => {}
-            Err(e) => self.send(e.message(&self.server, &me.nick)),
+            Err(e) => self.send(e.message(self.server(), me.nick())),
         }
     }
 
@@ -639,7 +595,7 @@ impl Conn {
         let need = |n: usize| m.params.len() >= n;
         match m.command.as_str() {
             "PING" => self.send(
-                Message::new("PONG", [self.server.clone(), p(0)]).with_prefix(self.server.as_str()),
+                Message::new("PONG", [self.server().to_string(), p(0)]).with_prefix(self.server()),
             ),
             "PONG" => {}
             "QUIT" => {
@@ -652,7 +608,7 @@ impl Conn {
             }
             "CAP" => self.cap(&m),
             "NICK" if !need(1) => self.num("431", &["No nickname given"]),
-            "NICK" if irc::fold(&p(0)) == irc::fold(&me.nick) => {}
+            "NICK" if irc::fold(&p(0)) == irc::fold(me.nick()) => {}
             "NICK" => self.num(
                 "432",
                 &[
@@ -677,7 +633,7 @@ impl Conn {
             "PART" => {
                 for room in p(0).split(',').filter(|r| !r.is_empty()) {
                     if let Err(e) = self.hub.part(me.id, room, &p(1)) {
-                        self.send(e.message(&self.server, &me.nick));
+                        self.send(e.message(self.server(), me.nick()));
                     }
                 }
             }
@@ -697,7 +653,7 @@ impl Conn {
                                 let entry = ChatLine {
                                     at: unix_now(),
                                     room,
-                                    sender: me.nick.clone(),
+                                    sender: me.nick().to_string(),
                                     text: text.clone(),
                                 };
                                 if let Err(e) = self.shared.accounts.log_chat(&entry).await {
@@ -709,7 +665,7 @@ impl Conn {
                             }
                         }
                         // NOTICE never gets an automatic reply (RFC 2812 §3.3.2).
-                        Err(e) if !notice => self.send(e.message(&self.server, &me.nick)),
+                        Err(e) if !notice => self.send(e.message(self.server(), me.nick())),
                         Err(_) => {}
                     }
                 }
@@ -723,11 +679,11 @@ impl Conn {
             "TOPIC" if !need(1) => self.num("461", &["TOPIC", "Not enough parameters"]),
             "TOPIC" if need(2) => {
                 if let Err(e) = self.hub.set_topic(me.id, &p(0), &p(1)) {
-                    self.send(e.message(&self.server, &me.nick));
+                    self.send(e.message(self.server(), me.nick()));
                 }
             }
             "TOPIC" => match self.hub.topic(&p(0)) {
-                None => self.send(HubError::NoSuchChannel(p(0)).message(&self.server, &me.nick)),
+                None => self.send(HubError::NoSuchChannel(p(0)).message(self.server(), me.nick())),
                 Some((name, None)) => self.num("331", &[&name, "No topic is set"]),
                 Some((name, Some((text, who, at)))) => {
                     self.num("332", &[&name, &text]);
@@ -755,7 +711,7 @@ impl Conn {
                             room,
                             &w.user,
                             &w.host,
-                            &self.server,
+                            self.server(),
                             &w.nick,
                             &flags,
                             &format!("0 {}", w.realname),
@@ -776,7 +732,7 @@ impl Conn {
                         if !w.rooms.is_empty() {
                             self.num("319", &[&w.who.nick, &w.rooms.join(" ")]);
                         }
-                        self.num("312", &[&w.who.nick, &self.server, "Ferry chat"]);
+                        self.num("312", &[&w.who.nick, self.server(), "Ferry chat"]);
                         if let Some(away) = &w.away {
                             self.num("301", &[&w.who.nick, away]);
                         }
@@ -838,7 +794,7 @@ impl Conn {
                 self.num("255", &[&format!("I have {users} clients and 0 servers")]);
             }
             "MOTD" => self.num("422", &["MOTD File is missing"]),
-            "VERSION" => self.num("351", &[VERSION, &self.server, "Ferry chat"]),
+            "VERSION" => self.num("351", &[VERSION, self.server(), "Ferry chat"]),
             "USERHOST" => {
                 let replies: Vec<String> = m
                     .params
@@ -867,7 +823,7 @@ impl Conn {
         if target.starts_with('#') {
             let Some((room, created)) = self.hub.room_info(target) else {
                 self.send(
-                    HubError::NoSuchChannel(target.to_string()).message(&self.server, &me.nick),
+                    HubError::NoSuchChannel(target.to_string()).message(self.server(), me.nick()),
                 );
                 return;
             };
@@ -889,7 +845,7 @@ impl Conn {
                     );
                 }
             }
-        } else if irc::fold(target) != irc::fold(&me.nick) {
+        } else if irc::fold(target) != irc::fold(me.nick()) {
             self.num("502", &["Cannot change mode for other users"]);
         } else {
             match modes {
@@ -903,13 +859,57 @@ impl Conn {
                 ),
                 "+i" | "-i" => {
                     self.hub.set_invisible(me.id, modes == "+i");
-                    self.send(
-                        Message::new("MODE", [me.nick.as_str(), modes])
-                            .with_prefix(me.prefix.as_str()),
-                    );
+                    self.send(Message::new("MODE", [me.nick(), modes]).with_prefix(me.prefix()));
                 }
                 _ => self.num("501", &["Unknown MODE flag"]),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bound server's shared state with no listeners, in a fresh data dir.
+    async fn shared() -> (tempfile::TempDir, Arc<Shared>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        config.ftp.listen = Vec::new();
+        config.chat.listen = Vec::new();
+        config.chat.listen_tls = Vec::new();
+        let accounts = crate::accounts::Accounts::open(dir.path()).await.unwrap();
+        let (cert, key) = crate::tls::ensure_generated(dir.path()).unwrap();
+        let tls = crate::tls::Tls::load(&cert, &key).unwrap();
+        let server = crate::server::Server::bind(config, accounts, tls)
+            .await
+            .unwrap();
+        (dir, server.shared())
+    }
+
+    /// What every idle client pays for its task: the connection future must stay small (its
+    /// commands, TLS handshake and registration live in boxes that exist only while used).
+    #[tokio::test]
+    async fn the_connection_future_stays_small() {
+        let (_dir, shared) = shared().await;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = l.accept().await.unwrap();
+        let slot = shared.slots.connect(peer.ip(), 10, 10).unwrap();
+        let fut = run(
+            shared.clone(),
+            shared.chat.clone(),
+            stream,
+            peer,
+            slot,
+            false,
+        );
+        let size = std::mem::size_of_val(&fut);
+        assert!(size <= 1024, "the connection future is {size} bytes");
     }
 }

@@ -1,14 +1,16 @@
 //! The chat hub: who is connected, under which nick, in which rooms. One small state behind a
 //! std mutex (never held across an await); every message to a client goes into that client's
-//! bounded send queue with `try_send`, so a slow reader never makes anyone else wait — it is
-//! marked for disconnection instead.
+//! bounded [`Outbox`] without waiting, so a slow reader never makes anyone else wait — it is
+//! marked for disconnection instead. Per client it keeps one boxed record whose strings are
+//! shared with the connection (`nick!user@host` is one allocation), since idle clients are most
+//! of what a chat server holds.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use ferry_proto::irc::{fold, Message};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+
+use super::outbox::Outbox;
 
 /// A line ready to send (CRLF included).
 pub type Line = Arc<str>;
@@ -25,53 +27,41 @@ pub struct Caps {
     pub userhost_in_names: bool,
 }
 
-/// Why a client is being disconnected by someone else (send queue overflow).
-#[derive(Debug, Default)]
-pub struct Kill {
-    /// Fires when the client must go.
-    pub token: CancellationToken,
-    reason: Mutex<Option<String>>,
-}
-
-impl Kill {
-    /// Marks the client for disconnection with `reason` (the first reason wins).
-    pub fn fire(&self, reason: &str) {
-        let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
-        if r.is_none() {
-            *r = Some(reason.to_string());
-        }
-        self.token.cancel();
-    }
-
-    /// The reason given to [`Kill::fire`].
-    pub fn reason(&self) -> Option<String> {
-        self.reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
 /// What the hub knows of one registered connection.
 #[derive(Debug)]
 struct Client {
-    nick: String,
-    user: String,
-    host: String,
-    realname: String,
-    account: Option<String>,
-    away: Option<String>,
+    /// `nick!user@host`; nick and user are its first `nick_len` and next `user_len` bytes.
+    prefix: Arc<str>,
+    nick_len: u32,
+    user_len: u32,
+    realname: Box<str>,
+    away: Option<Box<str>>,
+    /// Folded names of the rooms it is in (the rooms map's own keys).
+    rooms: Vec<Arc<str>>,
+    out: Arc<Outbox>,
+    signon: i64,
+    /// The user part is the account it logged in with (guests have `~nick`).
+    logged_in: bool,
     invisible: bool,
     caps: Caps,
-    rooms: HashSet<String>,
-    tx: mpsc::Sender<Line>,
-    kill: Arc<Kill>,
-    signon: i64,
 }
 
 impl Client {
-    fn prefix(&self) -> String {
-        format!("{}!{}@{}", self.nick, self.user, self.host)
+    fn nick(&self) -> &str {
+        &self.prefix[..self.nick_len as usize]
+    }
+
+    fn user(&self) -> &str {
+        let from = self.nick_len as usize + 1;
+        &self.prefix[from..from + self.user_len as usize]
+    }
+
+    fn host(&self) -> &str {
+        &self.prefix[self.nick_len as usize + self.user_len as usize + 2..]
+    }
+
+    fn in_room(&self, key: &str) -> bool {
+        self.rooms.iter().any(|k| **k == *key)
     }
 }
 
@@ -86,9 +76,9 @@ struct Room {
 #[derive(Debug, Default)]
 struct State {
     next_id: u64,
-    clients: HashMap<u64, Client>,
-    nicks: HashMap<String, u64>,
-    rooms: HashMap<String, Room>,
+    clients: HashMap<u64, Box<Client>>,
+    nicks: HashMap<Box<str>, u64>,
+    rooms: HashMap<Arc<str>, Room>,
 }
 
 /// A registered client's identity.
@@ -96,10 +86,21 @@ struct State {
 pub struct Identity {
     /// Hub id.
     pub id: u64,
+    /// `nick!user@host`, shared with the hub.
+    prefix: Arc<str>,
+    nick_len: u32,
+}
+
+impl Identity {
     /// The nick it got.
-    pub nick: String,
+    pub fn nick(&self) -> &str {
+        &self.prefix[..self.nick_len as usize]
+    }
+
     /// `nick!user@host`.
-    pub prefix: String,
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
 }
 
 /// Errors of hub operations, each an IRC numeric.
@@ -195,12 +196,16 @@ pub fn line(m: &Message) -> Line {
     Arc::from(m.to_line())
 }
 
+/// A string length as stored in [`Client`] (names are far shorter than a line).
+fn len32(s: &str) -> u32 {
+    u32::try_from(s.len()).unwrap_or(u32::MAX)
+}
+
 impl State {
+    /// Queues a line for `id`; a full queue marks that client for disconnection.
     fn send(&self, id: u64, l: &Line) {
         if let Some(c) = self.clients.get(&id) {
-            if c.tx.try_send(l.clone()).is_err() && !c.kill.token.is_cancelled() {
-                c.kill.fire("SendQ exceeded");
-            }
+            c.out.push(l);
         }
     }
 
@@ -217,7 +222,7 @@ impl State {
             seen.insert(id);
         }
         for room in &c.rooms {
-            if let Some(r) = self.rooms.get(room) {
+            if let Some(r) = self.rooms.get(&**room) {
                 for member in r.members.keys() {
                     if seen.insert(*member) {
                         self.send(*member, l);
@@ -234,7 +239,7 @@ impl Hub {
     }
 
     /// Registers a connection. The nick is `wanted` (an account name) or, if another connection
-    /// has it, `wanted2`, `wanted3`, …
+    /// has it, `wanted2`, `wanted3`, … `user` is the account name when `logged_in`.
     #[allow(clippy::too_many_arguments)] // reason: the registration facts, given once
     pub fn register(
         &self,
@@ -242,52 +247,62 @@ impl Hub {
         user: &str,
         host: &str,
         realname: &str,
-        account: Option<String>,
+        logged_in: bool,
         caps: Caps,
-        tx: mpsc::Sender<Line>,
-        kill: Arc<Kill>,
+        out: Arc<Outbox>,
     ) -> Identity {
         let mut st = self.lock();
         let mut nick = wanted.to_string();
         let mut n = 2;
-        while st.nicks.contains_key(&fold(&nick)) {
+        while st.nicks.contains_key(fold(&nick).as_str()) {
             nick = format!("{wanted}{n}");
             n += 1;
         }
         st.next_id += 1;
         let id = st.next_id;
+        let prefix: Arc<str> = Arc::from(format!("{nick}!{user}@{host}"));
+        let nick_len = len32(&nick);
         let client = Client {
-            nick: nick.clone(),
-            user: user.to_string(),
-            host: host.to_string(),
-            realname: realname.to_string(),
-            account,
+            prefix: prefix.clone(),
+            nick_len,
+            user_len: len32(user),
+            realname: realname.into(),
             away: None,
+            rooms: Vec::new(),
+            out,
+            signon: now(),
+            logged_in,
             invisible: false,
             caps,
-            rooms: HashSet::new(),
-            tx,
-            kill,
-            signon: now(),
         };
-        let prefix = client.prefix();
-        st.nicks.insert(fold(&nick), id);
-        st.clients.insert(id, client);
-        Identity { id, nick, prefix }
+        st.nicks.insert(fold(&nick).into_boxed_str(), id);
+        st.clients.insert(id, Box::new(client));
+        Identity {
+            id,
+            prefix,
+            nick_len,
+        }
+    }
+
+    /// Changes the capabilities a registered client negotiated (a later `CAP REQ`).
+    pub fn set_caps(&self, id: u64, caps: Caps) {
+        if let Some(c) = self.lock().clients.get_mut(&id) {
+            c.caps = caps;
+        }
     }
 
     /// Removes a client and tells everyone who shares a room with it, each exactly once.
     pub fn quit(&self, id: u64, reason: &str) {
         let mut st = self.lock();
         let Some(c) = st.clients.get(&id) else { return };
-        let l = line(&Message::new("QUIT", [reason]).with_prefix(c.prefix()));
+        let l = line(&Message::new("QUIT", [reason]).with_prefix(&*c.prefix));
         st.send_to_peers(id, &l, false);
         let Some(c) = st.clients.remove(&id) else {
             return;
         };
-        st.nicks.remove(&fold(&c.nick));
+        st.nicks.remove(fold(c.nick()).as_str());
         for room in &c.rooms {
-            let empty = match st.rooms.get_mut(room) {
+            let empty = match st.rooms.get_mut(&**room) {
                 Some(r) => {
                     r.members.remove(&id);
                     r.members.is_empty()
@@ -295,7 +310,7 @@ impl Hub {
                 None => false,
             };
             if empty {
-                st.rooms.remove(room);
+                st.rooms.remove(&**room);
             }
         }
     }
@@ -310,13 +325,17 @@ impl Hub {
         let Some(c) = st.clients.get(&id) else {
             return Ok(None);
         };
-        if c.rooms.contains(&key) {
+        if c.in_room(&key) {
             return Ok(None);
         }
         if c.rooms.len() >= max_rooms {
             return Err(HubError::TooManyChannels(name.to_string()));
         }
-        let prefix = c.prefix();
+        let prefix = c.prefix.clone();
+        let key: Arc<str> = match st.rooms.get_key_value(key.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(key),
+        };
         let created = !st.rooms.contains_key(&key);
         let room = st.rooms.entry(key.clone()).or_insert_with(|| Room {
             name: name.to_string(),
@@ -327,13 +346,16 @@ impl Hub {
         room.members.insert(id, created);
         let display = room.name.clone();
         let topic = room.topic.clone();
-        let members: Vec<u64> = room.members.keys().copied().collect();
-        if let Some(c) = st.clients.get_mut(&id) {
-            c.rooms.insert(key);
+        let l = line(&Message::new("JOIN", [display.as_str()]).with_prefix(&*prefix));
+        if let Some(room) = st.rooms.get(&key) {
+            for m in room.members.keys() {
+                st.send(*m, &l);
+            }
         }
-        let l = line(&Message::new("JOIN", [display.as_str()]).with_prefix(prefix));
-        for m in members {
-            st.send(m, &l);
+        if let Some(c) = st.clients.get_mut(&id) {
+            // Rooms are joined rarely and few: grow by one rather than by doubling.
+            c.rooms.reserve_exact(1);
+            c.rooms.push(key);
         }
         Ok(Some(Joined {
             room: display,
@@ -349,36 +371,28 @@ impl Hub {
         let Some(c) = st.clients.get(&id) else {
             return Ok(());
         };
-        if !st.rooms.contains_key(&key) {
+        let Some(room) = st.rooms.get(key.as_str()) else {
             return Err(HubError::NoSuchChannel(name.to_string()));
-        }
-        if !c.rooms.contains(&key) {
+        };
+        if !c.in_room(&key) {
             return Err(HubError::NotOnChannel(name.to_string()));
         }
-        let prefix = c.prefix();
-        let room = st
-            .rooms
-            .get(&key)
-            .map(|r| r.name.clone())
-            .unwrap_or_default();
-        let l = line(&Message::new("PART", [room.as_str(), reason]).with_prefix(prefix));
-        let members: Vec<u64> = st
-            .rooms
-            .get(&key)
-            .map(|r| r.members.keys().copied().collect())
-            .unwrap_or_default();
-        for m in members {
-            st.send(m, &l);
+        let l = line(&Message::new("PART", [room.name.as_str(), reason]).with_prefix(&*c.prefix));
+        for m in room.members.keys() {
+            st.send(*m, &l);
         }
         if let Some(c) = st.clients.get_mut(&id) {
-            c.rooms.remove(&key);
+            c.rooms.retain(|k| **k != *key);
+            if c.rooms.is_empty() {
+                c.rooms = Vec::new();
+            }
         }
-        let empty = st.rooms.get_mut(&key).map(|r| {
+        let empty = st.rooms.get_mut(key.as_str()).map(|r| {
             r.members.remove(&id);
             r.members.is_empty()
         });
         if empty == Some(true) {
-            st.rooms.remove(&key);
+            st.rooms.remove(key.as_str());
         }
         Ok(())
     }
@@ -396,10 +410,10 @@ impl Hub {
         let Some(c) = st.clients.get(&id) else {
             return Ok(Delivered::default());
         };
-        let prefix = c.prefix();
+        let prefix = &*c.prefix;
         if target.starts_with('#') {
             let key = fold(target);
-            let Some(room) = st.rooms.get(&key) else {
+            let Some(room) = st.rooms.get(key.as_str()) else {
                 return Err(HubError::NoSuchChannel(target.to_string()));
             };
             if !room.members.contains_key(&id) {
@@ -414,15 +428,16 @@ impl Hub {
                 away: None,
             })
         } else {
-            let Some(to) = st.nicks.get(&fold(target)).copied() else {
+            let Some(to) = st.nicks.get(fold(target).as_str()).copied() else {
                 return Err(HubError::NoSuchNick(target.to_string()));
             };
             let l = line(&Message::new(command, [target, text]).with_prefix(prefix));
             st.send(to, &l);
-            let away = st
-                .clients
-                .get(&to)
-                .and_then(|t| t.away.clone().map(|a| (t.nick.clone(), a)));
+            let away = st.clients.get(&to).and_then(|t| {
+                t.away
+                    .as_ref()
+                    .map(|a| (t.nick().to_string(), a.to_string()))
+            });
             Ok(Delivered { room: None, away })
         }
     }
@@ -430,7 +445,7 @@ impl Hub {
     /// A NOTICE to a room from a server pseudo-user (file activity); no-op if the room is empty.
     pub fn announce(&self, room: &str, from: &str, text: &str) {
         let st = self.lock();
-        if let Some(r) = st.rooms.get(&fold(room)) {
+        if let Some(r) = st.rooms.get(fold(room).as_str()) {
             let l = line(&Message::new("NOTICE", [r.name.as_str(), text]).with_prefix(from));
             for m in r.members.keys() {
                 st.send(*m, &l);
@@ -442,7 +457,7 @@ impl Hub {
     pub fn topic(&self, name: &str) -> Option<(String, Option<Topic>)> {
         let st = self.lock();
         st.rooms
-            .get(&fold(name))
+            .get(fold(name).as_str())
             .map(|r| (r.name.clone(), r.topic.clone()))
     }
 
@@ -453,8 +468,8 @@ impl Hub {
         let Some(c) = st.clients.get(&id) else {
             return Ok(());
         };
-        let (nick, prefix) = (c.nick.clone(), c.prefix());
-        let Some(room) = st.rooms.get_mut(&key) else {
+        let (nick, prefix) = (c.nick().to_string(), c.prefix.clone());
+        let Some(room) = st.rooms.get_mut(key.as_str()) else {
             return Err(HubError::NoSuchChannel(name.to_string()));
         };
         if !room.members.contains_key(&id) {
@@ -465,7 +480,7 @@ impl Hub {
         } else {
             Some((text.to_string(), nick, now()))
         };
-        let l = line(&Message::new("TOPIC", [room.name.as_str(), text]).with_prefix(prefix));
+        let l = line(&Message::new("TOPIC", [room.name.as_str(), text]).with_prefix(&*prefix));
         let members: Vec<u64> = room.members.keys().copied().collect();
         for m in members {
             st.send(m, &l);
@@ -477,18 +492,22 @@ impl Hub {
     pub fn names(&self, id: u64, name: &str) -> Option<(String, Vec<String>)> {
         let st = self.lock();
         let caps = st.clients.get(&id).map(|c| c.caps).unwrap_or_default();
-        let r = st.rooms.get(&fold(name))?;
+        let r = st.rooms.get(fold(name).as_str())?;
         let names = r
             .members
             .iter()
             .filter_map(|(m, op)| {
                 let c = st.clients.get(m)?;
                 let who = if caps.userhost_in_names {
-                    c.prefix()
+                    &*c.prefix
                 } else {
-                    c.nick.clone()
+                    c.nick()
                 };
-                Some(if *op { format!("@{who}") } else { who })
+                Some(if *op {
+                    format!("@{who}")
+                } else {
+                    who.to_string()
+                })
             })
             .collect();
         Some((r.name.clone(), names))
@@ -498,17 +517,17 @@ impl Hub {
     pub fn room_info(&self, name: &str) -> Option<(String, i64)> {
         let st = self.lock();
         st.rooms
-            .get(&fold(name))
+            .get(fold(name).as_str())
             .map(|r| (r.name.clone(), r.created))
     }
 
     fn who_entry(st: &State, id: u64, op: bool) -> Option<WhoEntry> {
         let c = st.clients.get(&id)?;
         Some(WhoEntry {
-            nick: c.nick.clone(),
-            user: c.user.clone(),
-            host: c.host.clone(),
-            realname: c.realname.clone(),
+            nick: c.nick().to_string(),
+            user: c.user().to_string(),
+            host: c.host().to_string(),
+            realname: c.realname.to_string(),
             away: c.away.is_some(),
             op,
         })
@@ -519,7 +538,7 @@ impl Hub {
         let st = self.lock();
         if target.starts_with('#') {
             st.rooms
-                .get(&fold(target))
+                .get(fold(target).as_str())
                 .map(|r| {
                     r.members
                         .iter()
@@ -529,7 +548,7 @@ impl Hub {
                 .unwrap_or_default()
         } else {
             st.nicks
-                .get(&fold(target))
+                .get(fold(target).as_str())
                 .and_then(|id| Self::who_entry(&st, *id, false))
                 .into_iter()
                 .collect()
@@ -539,12 +558,12 @@ impl Hub {
     /// WHOIS of a nick.
     pub fn whois(&self, nick: &str) -> Option<WhoisInfo> {
         let st = self.lock();
-        let id = *st.nicks.get(&fold(nick))?;
+        let id = *st.nicks.get(fold(nick).as_str())?;
         let c = st.clients.get(&id)?;
         let rooms = c
             .rooms
             .iter()
-            .filter_map(|k| st.rooms.get(k))
+            .filter_map(|k| st.rooms.get(&**k))
             .map(|r| {
                 if r.members.get(&id) == Some(&true) {
                     format!("@{}", r.name)
@@ -556,8 +575,8 @@ impl Hub {
         Some(WhoisInfo {
             who: Self::who_entry(&st, id, false)?,
             rooms,
-            away: c.away.clone(),
-            account: c.account.clone(),
+            away: c.away.as_deref().map(str::to_string),
+            account: c.logged_in.then(|| c.user().to_string()),
             signon: c.signon,
         })
     }
@@ -565,7 +584,7 @@ impl Hub {
     /// Sets or clears the away message.
     pub fn set_away(&self, id: u64, away: Option<String>) {
         if let Some(c) = self.lock().clients.get_mut(&id) {
-            c.away = away;
+            c.away = away.map(String::into_boxed_str);
         }
     }
 
@@ -608,14 +627,14 @@ impl Hub {
     /// Nicks online, sorted (SITE WHO, ISON).
     pub fn nicks(&self) -> Vec<String> {
         let st = self.lock();
-        let mut v: Vec<String> = st.clients.values().map(|c| c.nick.clone()).collect();
+        let mut v: Vec<String> = st.clients.values().map(|c| c.nick().to_string()).collect();
         v.sort();
         v
     }
 
     /// Whether `nick` is online.
     pub fn is_online(&self, nick: &str) -> bool {
-        self.lock().nicks.contains_key(&fold(nick))
+        self.lock().nicks.contains_key(fold(nick).as_str())
     }
 }
 
@@ -630,57 +649,70 @@ pub struct Delivered {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::collections::VecDeque;
+    use std::task::Waker;
 
-    fn client(hub: &Hub, nick: &str, cap: usize) -> (Identity, mpsc::Receiver<Line>, Arc<Kill>) {
-        let (tx, rx) = mpsc::channel(cap);
-        let kill = Arc::new(Kill::default());
+    use super::*;
+    use crate::chat::outbox::{Written, SENDQ_EXCEEDED};
+
+    fn client(hub: &Hub, nick: &str, cap: usize) -> (Identity, Arc<Outbox>) {
+        let out = Outbox::new(cap);
         let id = hub.register(
             nick,
             nick,
             "127.0.0.1",
             nick,
-            Some(nick.into()),
+            true,
             Caps::default(),
-            tx,
-            kill.clone(),
+            out.clone(),
         );
-        (id, rx, kill)
+        (id, out)
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Line>) -> Vec<String> {
+    /// Everything queued for a client, as the connection's writer would take and write it.
+    fn drain(out: &Outbox) -> Vec<String> {
+        let mut batch = VecDeque::new();
+        let mut written = Written::default();
         let mut v = Vec::new();
-        while let Ok(l) = rx.try_recv() {
-            v.push(l.to_string());
+        loop {
+            out.take(&mut batch, written, Waker::noop());
+            if batch.is_empty() {
+                return v;
+            }
+            written = Written {
+                lines: batch.len(),
+                bytes: batch.iter().map(|l| l.len()).sum(),
+            };
+            v.extend(batch.drain(..).map(|l| l.to_string()));
         }
-        v
     }
 
     #[test]
     fn second_connection_of_an_account_gets_a_suffixed_nick() {
         let hub = Hub::default();
-        let (a, _ra, _) = client(&hub, "alice", 8);
-        let (b, _rb, _) = client(&hub, "alice", 8);
-        assert_eq!(a.nick, "alice");
-        assert_eq!(b.nick, "alice2");
+        let (a, _) = client(&hub, "alice", 8);
+        let (b, _) = client(&hub, "alice", 8);
+        assert_eq!(a.nick(), "alice");
+        assert_eq!(b.nick(), "alice2");
+        assert_eq!(b.prefix(), "alice2!alice@127.0.0.1");
     }
 
     #[test]
     fn room_message_reaches_every_other_member_once_and_quit_is_told_once() {
         let hub = Hub::default();
-        let (a, mut ra, _) = client(&hub, "a", 64);
-        let (b, mut rb, _) = client(&hub, "b", 64);
+        let (a, ra) = client(&hub, "a", 64);
+        let (b, rb) = client(&hub, "b", 64);
         hub.join(a.id, "#lobby", 10).unwrap();
         hub.join(a.id, "#two", 10).unwrap();
         hub.join(b.id, "#lobby", 10).unwrap();
         hub.join(b.id, "#two", 10).unwrap();
-        drain(&mut ra);
-        drain(&mut rb);
+        drain(&ra);
+        drain(&rb);
         hub.message(a.id, "PRIVMSG", "#lobby", "hi").unwrap();
-        assert!(drain(&mut ra).is_empty());
-        assert_eq!(drain(&mut rb), [":a!a@127.0.0.1 PRIVMSG #lobby hi\r\n"]);
+        assert!(drain(&ra).is_empty());
+        assert_eq!(drain(&rb), [":a!a@127.0.0.1 PRIVMSG #lobby hi\r\n"]);
         hub.quit(a.id, "bye");
-        let got = drain(&mut rb);
+        let got = drain(&rb);
         assert_eq!(
             got,
             [":a!a@127.0.0.1 QUIT bye\r\n"],
@@ -692,26 +724,49 @@ mod tests {
     #[test]
     fn a_full_send_queue_marks_only_that_client() {
         let hub = Hub::default();
-        let (a, _ra, ka) = client(&hub, "a", 64);
-        let (b, _rb, kb) = client(&hub, "b", 2);
+        let (a, ka) = client(&hub, "a", 64);
+        let (b, kb) = client(&hub, "b", 2);
         hub.join(a.id, "#lobby", 10).unwrap();
         hub.join(b.id, "#lobby", 10).unwrap();
         for i in 0..10 {
             hub.message(a.id, "PRIVMSG", "#lobby", &format!("m{i}"))
                 .unwrap();
         }
-        assert!(kb.token.is_cancelled());
-        assert_eq!(kb.reason().as_deref(), Some("SendQ exceeded"));
-        assert!(!ka.token.is_cancelled());
+        assert_eq!(kb.killed(), Some(SENDQ_EXCEEDED));
+        assert_eq!(ka.killed(), None);
     }
 
     #[test]
     fn first_joiner_is_operator() {
         let hub = Hub::default();
-        let (a, _ra, _) = client(&hub, "a", 64);
-        let (b, _rb, _) = client(&hub, "b", 64);
+        let (a, _) = client(&hub, "a", 64);
+        let (b, _) = client(&hub, "b", 64);
         assert!(hub.join(a.id, "#x", 10).unwrap().unwrap().created);
         assert!(!hub.join(b.id, "#X", 10).unwrap().unwrap().created);
         assert_eq!(hub.names(a.id, "#x").unwrap().1, ["@a", "b"]);
+    }
+
+    #[test]
+    fn who_and_whois_give_the_parts_of_the_prefix() {
+        let hub = Hub::default();
+        let out = Outbox::new(8);
+        let g = hub.register("gus", "~gus", "::1", "Gus G", false, Caps::default(), out);
+        hub.join(g.id, "#r", 10).unwrap();
+        let w = hub.whois("GUS").unwrap();
+        assert_eq!(
+            (&*w.who.nick, &*w.who.user, &*w.who.host, &*w.who.realname),
+            ("gus", "~gus", "::1", "Gus G")
+        );
+        assert_eq!(w.account, None, "a guest has no account");
+        assert_eq!(w.rooms, ["@#r"]);
+        let (a, _) = client(&hub, "ann", 8);
+        assert_eq!(hub.whois("ann").unwrap().account.as_deref(), Some("ann"));
+        assert_eq!(hub.who("#r").len(), 1);
+        hub.part(g.id, "#r", "").unwrap();
+        assert!(hub.room_info("#r").is_none(), "an empty room goes away");
+        assert_eq!(
+            hub.part(a.id, "#r", ""),
+            Err(HubError::NoSuchChannel("#r".into()))
+        );
     }
 }

@@ -4,6 +4,8 @@
 
 pub mod conn;
 pub mod hub;
+pub mod outbox;
+pub mod wire;
 
 use std::sync::Arc;
 
