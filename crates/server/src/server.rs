@@ -443,13 +443,12 @@ fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, kind: Kind) 
                         });
                     }
                     Kind::Chat | Kind::ChatTls => {
-                        let hub = shared.chat.clone();
                         let tls = kind == Kind::ChatTls;
                         // The connection's own future, not wrapped: an idle chat client costs
                         // little more than its size.
-                        shared.tracker.spawn(crate::chat::conn::run(
-                            shared2, hub, stream, peer, slot, tls,
-                        ));
+                        shared
+                            .tracker
+                            .spawn(crate::chat::conn::run(shared2, stream, peer, slot, tls));
                     }
                 }
                 return;

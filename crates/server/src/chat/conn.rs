@@ -70,7 +70,6 @@ fn unix_now() -> i64 {
 /// what a connected client costs while it is idle.
 pub fn run(
     shared: Arc<Shared>,
-    hub: Arc<Hub>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     slot: ConnSlot,
@@ -83,8 +82,8 @@ pub fn run(
     let mut wire = Wire::new(Stream::Plain(stream));
     let out = Outbox::new(shared.config.chat.send_queue);
     let mut conn = Conn {
+        hub: shared.chat.clone(),
         shared,
-        hub,
         peer,
         out,
         me: None,
@@ -101,17 +100,7 @@ pub fn run(
             }
         }
         let reason = conn.serve(&mut wire).await;
-        if let Some(me) = conn.me.take() {
-            conn.hub.quit(me.id, &reason);
-            tracing::info!(nick = %me.nick(), reason, "chat client left");
-        }
-        // Refused (and dropped) if the queue is full, as for a client that does not read.
-        conn.out.push(&line(&Message::new(
-            "ERROR",
-            [format!("Closing link: {reason}")],
-        )));
-        // A client that does not read is cut off.
-        let _ = tokio::time::timeout(CLOSE_FLUSH, wire.finish(&conn.out)).await;
+        conn.close(&mut wire, reason).await;
     }
 }
 
@@ -145,6 +134,21 @@ impl Conn {
         self.send(Message::new(code, all).with_prefix(self.server()));
     }
 
+    /// Leaves the hub (telling the rooms), then writes what is queued and the ERROR line.
+    async fn close(&mut self, wire: &mut Wire, reason: String) {
+        if let Some(me) = self.me.take() {
+            self.hub.quit(me.id, &reason);
+            tracing::info!(nick = %me.nick(), reason, "chat client left");
+        }
+        // Refused (and dropped) if the queue is full, as for a client that does not read.
+        self.out.push(&line(&Message::new(
+            "ERROR",
+            [format!("Closing link: {reason}")],
+        )));
+        // A client that does not read is cut off.
+        let _ = tokio::time::timeout(CLOSE_FLUSH, wire.finish(&self.out)).await;
+    }
+
     async fn serve(&mut self, wire: &mut Wire) -> String {
         let cfg = &self.shared.config.chat;
         let reg_deadline =
@@ -163,29 +167,8 @@ impl Conn {
             if let Some(framed) = wire.next_line() {
                 pinged = false;
                 quiet_until = tokio::time::Instant::now() + ping_every;
-                let next = match framed {
-                    Framed::TooLong => {
-                        self.num("417", &["Input line was too long"]);
-                        Next::Go
-                    }
-                    Framed::Line(raw) => match irc::parse(&raw) {
-                        Ok(msg) if self.me.is_some() => {
-                            // Boxed: the command's state exists only while it runs.
-                            wire.busy(&out, Box::pin(self.command(msg))).await
-                        }
-                        Ok(msg) => wire.busy(&out, Box::pin(self.register(msg))).await,
-                        Err(irc::IrcError::Empty) => Next::Go,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "unparseable chat line");
-                            self.num("421", &["*", "Unknown or malformed command"]);
-                            Next::Go
-                        }
-                    },
-                };
-                if let Next::Close(reason) = next {
-                    return reason;
-                }
-                if let Some(reason) = wire.write_now(&out).await {
+                // Boxed: what a command needs exists only while it runs, not while idle.
+                if let Next::Close(reason) = Box::pin(self.handle(wire, framed)).await {
                     return reason;
                 }
                 continue;
@@ -214,6 +197,32 @@ impl Conn {
             if let Event::Closed(reason) = event {
                 return reason;
             }
+        }
+    }
+
+    /// One input line: the command it holds runs while queued lines keep being written, then
+    /// what it queued is written as far as the socket takes it.
+    async fn handle(&mut self, wire: &mut Wire, framed: Framed) -> Next {
+        let out = self.out.clone();
+        let next = match framed {
+            Framed::TooLong => {
+                self.num("417", &["Input line was too long"]);
+                Next::Go
+            }
+            Framed::Line(raw) => match irc::parse(&raw) {
+                Ok(msg) if self.me.is_some() => wire.busy(&out, self.command(msg)).await,
+                Ok(msg) => wire.busy(&out, self.register(msg)).await,
+                Err(irc::IrcError::Empty) => Next::Go,
+                Err(e) => {
+                    tracing::debug!(error = %e, "unparseable chat line");
+                    self.num("421", &["*", "Unknown or malformed command"]);
+                    Next::Go
+                }
+            },
+        };
+        match next {
+            Next::Go => wire.write_now(&out).await.map_or(Next::Go, Next::Close),
+            close => close,
         }
     }
 
@@ -901,14 +910,7 @@ mod tests {
             .unwrap();
         let (stream, peer) = l.accept().await.unwrap();
         let slot = shared.slots.connect(peer.ip(), 10, 10).unwrap();
-        let fut = run(
-            shared.clone(),
-            shared.chat.clone(),
-            stream,
-            peer,
-            slot,
-            false,
-        );
+        let fut = run(shared.clone(), stream, peer, slot, false);
         let size = std::mem::size_of_val(&fut);
         assert!(size <= 1024, "the connection future is {size} bytes");
     }

@@ -42,8 +42,6 @@ pub struct Wire {
     /// Lines taken from the outbox and being written; the first is `head` bytes in.
     batch: VecDeque<Line>,
     head: usize,
-    /// Finished since the outbox was last told.
-    written: Written,
     /// Written to a TLS stream and not yet flushed.
     unflushed: bool,
     /// An incomplete input line (no allocation when there is none).
@@ -51,7 +49,7 @@ pub struct Wire {
     /// Skipping the rest of an over-long line.
     discarding: bool,
     /// Why the connection ended while a command was running ([`Wire::busy`]).
-    failed: Option<String>,
+    failed: Option<Box<str>>,
 }
 
 /// Why a wait ended.
@@ -81,7 +79,6 @@ impl Wire {
             stream,
             batch: VecDeque::new(),
             head: 0,
-            written: Written::default(),
             unflushed: false,
             input: Vec::new(),
             discarding: false,
@@ -146,18 +143,16 @@ impl Wire {
 
     /// Why the connection ended during [`Wire::busy`], if it did.
     pub fn take_failure(&mut self) -> Option<String> {
-        self.failed.take()
+        self.failed.take().map(String::from)
     }
 
     /// Writes what the outbox holds until it is empty or the socket is full. `Ready` with a
     /// reason when the connection must end: a write error, or (if `obey_kill`) a kill.
     fn poll_output(&mut self, cx: &mut Context<'_>, out: &Outbox, obey_kill: bool) -> Poll<String> {
+        // What was written since the outbox was last told (always told before returning).
+        let mut written = Written::default();
         loop {
-            let killed = out.take(
-                &mut self.batch,
-                std::mem::take(&mut self.written),
-                cx.waker(),
-            );
+            let killed = out.take(&mut self.batch, std::mem::take(&mut written), cx.waker());
             if let (Some(reason), true) = (killed, obey_kill) {
                 return Poll::Ready(reason.to_string());
             }
@@ -185,8 +180,8 @@ impl Wire {
                         }
                         done -= left;
                         self.head = 0;
-                        self.written.lines += 1;
-                        self.written.bytes += first.len();
+                        written.lines += 1;
+                        written.bytes += first.len();
                         self.batch.pop_front();
                     }
                 }
@@ -222,7 +217,7 @@ impl Wire {
 
     /// Writes what can be written now, without waiting.
     pub async fn write_now(&mut self, out: &Outbox) -> Option<String> {
-        if let Some(reason) = self.failed.take() {
+        if let Some(reason) = self.take_failure() {
             return Some(reason);
         }
         poll_fn(|cx| match self.poll_output(cx, out, true) {
@@ -235,7 +230,7 @@ impl Wire {
     /// Waits for input, writing queued lines meanwhile; ends early if the connection is killed
     /// or fails.
     pub async fn wait(&mut self, out: &Outbox) -> Event {
-        if let Some(reason) = self.failed.take() {
+        if let Some(reason) = self.take_failure() {
             return Event::Closed(reason);
         }
         poll_fn(|cx| {
@@ -261,7 +256,7 @@ impl Wire {
             }
             if self.failed.is_none() {
                 if let Poll::Ready(reason) = self.poll_output(cx, out, true) {
-                    self.failed = Some(reason);
+                    self.failed = Some(reason.into());
                 }
             }
             Poll::Pending
