@@ -5,6 +5,33 @@
 
 use super::{to_i64, AccountError, Accounts};
 
+/// The statements that forget the digests of path parameter `$p` and of everything under
+/// `$p/` for user parameter `$u`; also part of the upload commit (ledger.rs).
+///
+/// Everything that starts with "path/" sorts in ["path/", "path0"), as '0' follows '/' in byte
+/// order; unlike LIKE this needs no escaping of '%' and '_'. Two statements, not one with OR:
+/// SQLite cannot search the primary key for an OR of an equality and a range, and scanned all
+/// of the user's digests on every upload (uploads slowed as files accumulated).
+macro_rules! forget_digests_sql {
+    ($u:literal, $p:literal) => {
+        concat!(
+            "DELETE FROM digests WHERE user_id = ",
+            $u,
+            " AND path = ",
+            $p,
+            ";\n",
+            "DELETE FROM digests WHERE user_id = ",
+            $u,
+            " AND path >= ",
+            $p,
+            " || '/' AND path < ",
+            $p,
+            " || '0';\n",
+        )
+    };
+}
+pub(super) use forget_digests_sql;
+
 impl Accounts {
     /// The cached digest of `path` (a virtual path such as `/a/b.txt`) if it was computed for
     /// exactly this size and mtime.
@@ -67,16 +94,11 @@ impl Accounts {
                 .await?;
             return Ok(());
         }
-        // Everything that starts with "path/" sorts in ["path/", "path0"), as '0' follows '/'
-        // in byte order; unlike LIKE this needs no escaping of '%' and '_'.
-        sqlx::query(
-            "DELETE FROM digests WHERE user_id = ?1 \
-             AND (path = ?2 OR (path >= ?2 || '/' AND path < ?2 || '0'))",
-        )
-        .bind(user_id)
-        .bind(path)
-        .execute(self.pool())
-        .await?;
+        sqlx::query(forget_digests_sql!("?1", "?2"))
+            .bind(user_id)
+            .bind(path)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 }
@@ -154,5 +176,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
+    async fn forgetting_digests_searches_the_key_instead_of_scanning_the_users_rows() {
+        let (_dir, acc) = open_temp().await;
+        let statements = forget_digests_sql!("?1", "?2")
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        for statement in statements {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {statement}"))
+                    .fetch_all(acc.pool())
+                    .await
+                    .unwrap();
+            for (_, _, _, detail) in &plan {
+                assert!(
+                    detail.contains("(user_id=? AND path"),
+                    "{statement}: {detail}"
+                );
+            }
+            assert!(!plan.is_empty(), "{statement}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! Every operation is one SQL statement, so it is atomic across sessions and across processes
 //! (the server and `ferry user`). Subtractions are clamped at 0 with `CASE` (portable SQL).
 
+use super::digests::forget_digests_sql;
 use super::{to_i64, usage_from_row, AccountError, Accounts, Usage, USAGE_COLUMNS};
 
 /// Deltas beyond this are clamped so `used + reserved + add` cannot overflow SQLite's i64.
@@ -188,20 +189,19 @@ impl Accounts {
         let mut conn = self.pool().acquire().await?;
         // Numbered parameters are shared by the statements; SQLite runs them in order on this
         // connection.
-        let done = sqlx::query(
+        let done = sqlx::query(concat!(
             "BEGIN IMMEDIATE;
              UPDATE usage SET
                 reserved_bytes = CASE WHEN reserved_bytes > ?2 THEN reserved_bytes - ?2 ELSE 0 END,
                 used_bytes = CASE WHEN used_bytes + ?3 > 0 THEN used_bytes + ?3 ELSE 0 END,
                 used_files = CASE WHEN used_files + ?4 > 0 THEN used_files + ?4 ELSE 0 END
              WHERE user_id = ?1
-             RETURNING user_id;
-             DELETE FROM digests WHERE user_id = ?1
-                AND (path = ?5 OR (path >= ?5 || '/' AND path < ?5 || '0'));
-             INSERT INTO digests (user_id, path, size, mtime_ns, algo, hex)
+             RETURNING user_id;",
+            forget_digests_sql!("?1", "?5"),
+            "INSERT INTO digests (user_id, path, size, mtime_ns, algo, hex)
                 SELECT ?1, ?5, ?6, ?7, ?8, ?9 WHERE ?8 IS NOT NULL;
              COMMIT;",
-        )
+        ))
         .bind(user_id)
         .bind(clamp_amount(held))
         .bind(clamp_delta(delta_bytes))
