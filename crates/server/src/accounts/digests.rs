@@ -5,32 +5,39 @@
 
 use super::{to_i64, AccountError, Accounts};
 
-/// The statements that forget the digests of path parameter `$p` and of everything under
-/// `$p/` for user parameter `$u`; also part of the upload commit (ledger.rs).
-///
-/// Everything that starts with "path/" sorts in ["path/", "path0"), as '0' follows '/' in byte
-/// order; unlike LIKE this needs no escaping of '%' and '_'. Two statements, not one with OR:
-/// SQLite cannot search the primary key for an OR of an equality and a range, and scanned all
-/// of the user's digests on every upload (uploads slowed as files accumulated).
-macro_rules! forget_digests_sql {
+/// The statement that forgets the digests of path parameter `$p` for user parameter `$u`.
+macro_rules! forget_digest_sql {
     ($u:literal, $p:literal) => {
         concat!(
             "DELETE FROM digests WHERE user_id = ",
             $u,
             " AND path = ",
-            $p,
-            ";\n",
+            $p
+        )
+    };
+}
+
+/// The statement that forgets the digests of everything under `$p/` for user parameter `$u`.
+///
+/// Everything that starts with "path/" sorts in ["path/", "path0"), as '0' follows '/' in byte
+/// order; unlike LIKE this needs no escaping of '%' and '_'. Separate from
+/// [`forget_digest_sql`], not one statement with OR: SQLite cannot search the primary key for an
+/// OR of an equality and a range, and scanned all of the user's digests on every upload
+/// (uploads slowed as files accumulated).
+macro_rules! forget_digests_below_sql {
+    ($u:literal, $p:literal) => {
+        concat!(
             "DELETE FROM digests WHERE user_id = ",
             $u,
             " AND path >= ",
             $p,
             " || '/' AND path < ",
             $p,
-            " || '0';\n",
+            " || '0'"
         )
     };
 }
-pub(super) use forget_digests_sql;
+pub(super) use {forget_digest_sql, forget_digests_below_sql};
 
 impl Accounts {
     /// The cached digest of `path` (a virtual path such as `/a/b.txt`) if it was computed for
@@ -94,11 +101,15 @@ impl Accounts {
                 .await?;
             return Ok(());
         }
-        sqlx::query(forget_digests_sql!("?1", "?2"))
-            .bind(user_id)
-            .bind(path)
-            .execute(self.pool())
-            .await?;
+        sqlx::query(concat!(
+            forget_digest_sql!("?1", "?2"),
+            ";",
+            forget_digests_below_sql!("?1", "?2")
+        ))
+        .bind(user_id)
+        .bind(path)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 }
@@ -181,10 +192,10 @@ mod tests {
     #[tokio::test]
     async fn forgetting_digests_searches_the_key_instead_of_scanning_the_users_rows() {
         let (_dir, acc) = open_temp().await;
-        let statements = forget_digests_sql!("?1", "?2")
-            .split(';')
-            .map(str::trim)
-            .filter(|s| !s.is_empty());
+        let statements = [
+            forget_digest_sql!("?1", "?2"),
+            forget_digests_below_sql!("?1", "?2"),
+        ];
         for statement in statements {
             let plan: Vec<(i64, i64, i64, String)> =
                 sqlx::query_as(&format!("EXPLAIN QUERY PLAN {statement}"))

@@ -3,8 +3,53 @@
 //! Every operation is one SQL statement, so it is atomic across sessions and across processes
 //! (the server and `ferry user`). Subtractions are clamped at 0 with `CASE` (portable SQL).
 
-use super::digests::forget_digests_sql;
-use super::{to_i64, usage_from_row, AccountError, Accounts, Usage, USAGE_COLUMNS};
+use super::digests::{forget_digest_sql, forget_digests_below_sql};
+use super::{inline, to_i64, usage_from_row, AccountError, Accounts, Usage, USAGE_COLUMNS};
+
+/// Counts a new file if the file quota allows it and returns the ledger and limits
+/// (`used_bytes, used_files, reserved_bytes, quota_bytes, quota_files`); no row: refused or no
+/// such user. `?1`: user id.
+macro_rules! begin_new_file_sql {
+    () => {
+        "UPDATE usage SET used_files = used_files + 1
+         WHERE user_id = ?1 AND used_files + 1 <= COALESCE(
+             (SELECT quota_files FROM users WHERE id = ?1), used_files + 1)
+         RETURNING used_bytes, used_files, reserved_bytes,
+             (SELECT quota_bytes FROM users WHERE id = ?1) AS quota_bytes,
+             (SELECT quota_files FROM users WHERE id = ?1) AS quota_files"
+    };
+}
+
+// The statements of an upload's commit; they share the parameters ?1 user id, ?2 bytes held,
+// ?3 bytes and ?4 files to charge, ?5 path, ?6 size, ?7 version key, ?8 algorithm, ?9 hex.
+
+/// Releases the reservation and charges the upload; returns a row unless the user is gone.
+macro_rules! settle_returning_sql {
+    () => {
+        "UPDATE usage SET
+            reserved_bytes = CASE WHEN reserved_bytes > ?2 THEN reserved_bytes - ?2 ELSE 0 END,
+            used_bytes = CASE WHEN used_bytes + ?3 > 0 THEN used_bytes + ?3 ELSE 0 END,
+            used_files = CASE WHEN used_files + ?4 > 0 THEN used_files + ?4 ELSE 0 END
+         WHERE user_id = ?1
+         RETURNING user_id"
+    };
+}
+
+/// Remembers the upload's digest, if it has one.
+macro_rules! insert_digest_sql {
+    () => {
+        "INSERT INTO digests (user_id, path, size, mtime_ns, algo, hex)
+            SELECT ?1, ?5, ?6, ?7, ?8, ?9 WHERE ?8 IS NOT NULL"
+    };
+}
+
+/// The ledger and limits of user `?1`, in the column order of [`inline::usage_from`].
+fn usage_by_id_sql() -> String {
+    format!(
+        "SELECT {USAGE_COLUMNS} FROM usage JOIN users ON users.id = usage.user_id \
+         WHERE usage.user_id = ?1"
+    )
+}
 
 /// Deltas beyond this are clamped so `used + reserved + add` cannot overflow SQLite's i64.
 const MAX_DELTA: i64 = 1 << 60;
@@ -20,13 +65,10 @@ fn clamp_amount(v: u64) -> i64 {
 impl Accounts {
     /// The user's ledger and limits.
     pub async fn usage(&self, user_id: i64) -> Result<Usage, AccountError> {
-        let row = sqlx::query(&format!(
-            "SELECT {USAGE_COLUMNS} FROM usage JOIN users ON users.id = usage.user_id \
-             WHERE usage.user_id = ?1"
-        ))
-        .bind(user_id)
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query(&usage_by_id_sql())
+            .bind(user_id)
+            .fetch_optional(self.pool())
+            .await?;
         match row {
             Some(row) => Ok(usage_from_row(&row)?),
             None => Err(AccountError::NoSuchUserId(user_id)),
@@ -145,19 +187,27 @@ impl Accounts {
         new_file: bool,
     ) -> Result<Option<Usage>, AccountError> {
         if !new_file {
-            return self.usage(user_id).await.map(Some);
+            let inline = self.inline(|conn| {
+                inline::run(conn, &usage_by_id_sql(), &[&user_id], inline::usage_from)
+            });
+            return match inline {
+                Some(Some(usage)) => Ok(Some(usage)),
+                _ => self.usage(user_id).await.map(Some),
+            };
         }
-        let row = sqlx::query(
-            "UPDATE usage SET used_files = used_files + 1
-             WHERE user_id = ?1 AND used_files + 1 <= COALESCE(
-                 (SELECT quota_files FROM users WHERE id = ?1), used_files + 1)
-             RETURNING used_bytes, used_files, reserved_bytes,
-                 (SELECT quota_bytes FROM users WHERE id = ?1) AS quota_bytes,
-                 (SELECT quota_files FROM users WHERE id = ?1) AS quota_files",
-        )
-        .bind(user_id)
-        .fetch_optional(self.pool())
-        .await?;
+        let inline = self.inline(|conn| {
+            inline::run(conn, begin_new_file_sql!(), &[&user_id], inline::usage_from)
+        });
+        let row = match inline {
+            Some(Some(usage)) => return Ok(Some(usage)),
+            // Refused or not run inline: the pool tells which (and refuses again).
+            Some(None) | None => {
+                sqlx::query(begin_new_file_sql!())
+                    .bind(user_id)
+                    .fetch_optional(self.pool())
+                    .await?
+            }
+        };
         match row {
             Some(row) => Ok(Some(usage_from_row(&row)?)),
             // Refused: tell a full quota from a vanished user (only the error depends on this).
@@ -186,26 +236,67 @@ impl Accounts {
             }
             None => (None, None, None, None),
         };
+        let (held, delta_bytes, delta_files) = (
+            clamp_amount(held),
+            clamp_delta(delta_bytes),
+            clamp_delta(delta_files),
+        );
+        let inline = self.inline(|conn| {
+            let params: [&dyn rusqlite::ToSql; 9] = [
+                &user_id,
+                &held,
+                &delta_bytes,
+                &delta_files,
+                &path,
+                &size,
+                &version,
+                &algo,
+                &hex,
+            ];
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let found = inline::run(&tx, settle_returning_sql!(), &params, |_| Ok(()))?;
+            let digests = [
+                forget_digest_sql!("?1", "?5"),
+                forget_digests_below_sql!("?1", "?5"),
+                insert_digest_sql!(),
+            ];
+            for sql in digests {
+                inline::run(&tx, sql, &params, |_| Ok(()))?;
+            }
+            tx.commit()?;
+            Ok(found.is_some())
+        });
+        if let Some(found) = inline {
+            if self.inline_committed() {
+                // Failure only leaves the WAL longer until the next checkpoint.
+                let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(self.pool())
+                    .await;
+            }
+            return if found {
+                Ok(())
+            } else {
+                Err(AccountError::NoSuchUserId(user_id))
+            };
+        }
         let mut conn = self.pool().acquire().await?;
         // Numbered parameters are shared by the statements; SQLite runs them in order on this
         // connection.
         let done = sqlx::query(concat!(
-            "BEGIN IMMEDIATE;
-             UPDATE usage SET
-                reserved_bytes = CASE WHEN reserved_bytes > ?2 THEN reserved_bytes - ?2 ELSE 0 END,
-                used_bytes = CASE WHEN used_bytes + ?3 > 0 THEN used_bytes + ?3 ELSE 0 END,
-                used_files = CASE WHEN used_files + ?4 > 0 THEN used_files + ?4 ELSE 0 END
-             WHERE user_id = ?1
-             RETURNING user_id;",
-            forget_digests_sql!("?1", "?5"),
-            "INSERT INTO digests (user_id, path, size, mtime_ns, algo, hex)
-                SELECT ?1, ?5, ?6, ?7, ?8, ?9 WHERE ?8 IS NOT NULL;
-             COMMIT;",
+            "BEGIN IMMEDIATE;",
+            settle_returning_sql!(),
+            ";",
+            forget_digest_sql!("?1", "?5"),
+            ";",
+            forget_digests_below_sql!("?1", "?5"),
+            ";",
+            insert_digest_sql!(),
+            ";COMMIT;",
         ))
         .bind(user_id)
-        .bind(clamp_amount(held))
-        .bind(clamp_delta(delta_bytes))
-        .bind(clamp_delta(delta_files))
+        .bind(held)
+        .bind(delta_bytes)
+        .bind(delta_files)
         .bind(path)
         .bind(size)
         .bind(version)

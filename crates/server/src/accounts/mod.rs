@@ -8,6 +8,7 @@ mod chatlog;
 mod db;
 mod digests;
 pub mod guard;
+mod inline;
 mod ledger;
 mod password;
 pub mod scan;
@@ -257,6 +258,10 @@ struct Inner {
     pool: SqlitePool,
     data_dir: PathBuf,
     hasher: password::Hasher,
+    /// Tells this database's thread-local connections (inline.rs) from others'.
+    owner: inline::Owner,
+    /// Commits made through those connections, for their WAL checkpoints.
+    inline_commits: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Accounts {
@@ -379,6 +384,8 @@ impl Accounts {
                 pool,
                 data_dir,
                 hasher: password::Hasher::new(),
+                owner: inline::Owner::next(),
+                inline_commits: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
