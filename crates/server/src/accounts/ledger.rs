@@ -3,6 +3,8 @@
 //! Every operation is one SQL statement, so it is atomic across sessions and across processes
 //! (the server and `ferry user`). Subtractions are clamped at 0 with `CASE` (portable SQL).
 
+use std::sync::LazyLock;
+
 use super::digests::{forget_digest_sql, forget_digests_below_sql};
 use super::{inline, to_i64, usage_from_row, AccountError, Accounts, Usage, USAGE_COLUMNS};
 
@@ -43,13 +45,14 @@ macro_rules! insert_digest_sql {
     };
 }
 
-/// The ledger and limits of user `?1`, in the column order of [`inline::usage_from`].
-fn usage_by_id_sql() -> String {
+/// The ledger and limits of user `?1`, in the column order of [`inline::usage_from`]; built
+/// once, as uploads run it.
+static USAGE_BY_ID_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {USAGE_COLUMNS} FROM usage JOIN users ON users.id = usage.user_id \
          WHERE usage.user_id = ?1"
     )
-}
+});
 
 /// Deltas beyond this are clamped so `used + reserved + add` cannot overflow SQLite's i64.
 const MAX_DELTA: i64 = 1 << 60;
@@ -65,7 +68,7 @@ fn clamp_amount(v: u64) -> i64 {
 impl Accounts {
     /// The user's ledger and limits.
     pub async fn usage(&self, user_id: i64) -> Result<Usage, AccountError> {
-        let row = sqlx::query(&usage_by_id_sql())
+        let row = sqlx::query(USAGE_BY_ID_SQL.as_str())
             .bind(user_id)
             .fetch_optional(self.pool())
             .await?;
@@ -123,23 +126,17 @@ impl Accounts {
         delta_bytes: i64,
         delta_files: i64,
     ) -> Result<(), AccountError> {
-        let done = sqlx::query(
-            "UPDATE usage SET
-                reserved_bytes = CASE WHEN reserved_bytes > ?2 THEN reserved_bytes - ?2 ELSE 0 END,
-                used_bytes = CASE WHEN used_bytes + ?3 > 0 THEN used_bytes + ?3 ELSE 0 END,
-                used_files = CASE WHEN used_files + ?4 > 0 THEN used_files + ?4 ELSE 0 END
-             WHERE user_id = ?1",
-        )
-        .bind(user_id)
-        .bind(clamp_amount(held))
-        .bind(clamp_delta(delta_bytes))
-        .bind(clamp_delta(delta_files))
-        .execute(self.pool())
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(AccountError::NoSuchUserId(user_id));
+        let found: Option<i64> = sqlx::query_scalar(settle_returning_sql!())
+            .bind(user_id)
+            .bind(clamp_amount(held))
+            .bind(clamp_delta(delta_bytes))
+            .bind(clamp_delta(delta_files))
+            .fetch_optional(self.pool())
+            .await?;
+        match found {
+            Some(_) => Ok(()),
+            None => Err(AccountError::NoSuchUserId(user_id)),
         }
-        Ok(())
     }
 
     /// Adds to (or with negative deltas subtracts from) the used bytes and files, clamped at 0:
@@ -188,7 +185,7 @@ impl Accounts {
     ) -> Result<Option<Usage>, AccountError> {
         if !new_file {
             let inline = self.inline(|conn| {
-                inline::run(conn, &usage_by_id_sql(), &[&user_id], inline::usage_from)
+                inline::run(conn, &USAGE_BY_ID_SQL, &[&user_id], inline::usage_from)
             });
             return match inline {
                 Some(Some(usage)) => Ok(Some(usage)),
@@ -200,8 +197,8 @@ impl Accounts {
         });
         let row = match inline {
             Some(Some(usage)) => return Ok(Some(usage)),
-            // Refused or not run inline: the pool tells which (and refuses again).
-            Some(None) | None => {
+            Some(None) => None,
+            None => {
                 sqlx::query(begin_new_file_sql!())
                     .bind(user_id)
                     .fetch_optional(self.pool())
