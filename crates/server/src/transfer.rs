@@ -31,8 +31,7 @@ use crate::server::Shared;
 use crate::storage::Home;
 use crate::xferlog::XferRecord;
 
-/// Buffers of a download that is read into user space (TLS): count and size.
-const DOWNLOAD_BUFFERS: usize = 4;
+/// Buffer of a download that is read into user space (TLS).
 const DOWNLOAD_BUF: usize = 256 * 1024;
 /// Uploads that end within this many bytes are written without a writer thread.
 const SMALL_UPLOAD: usize = 64 * 1024;
@@ -257,8 +256,11 @@ async fn sendfile_range(
     Ok(pos - start)
 }
 
-/// Download through a stream that needs the bytes (TLS): a blocking reader thread fills a few
-/// reusable buffers, the socket task encrypts and sends them.
+/// Download through a stream that needs the bytes (TLS), with one reusable buffer. Bytes in the
+/// page cache are read on the socket task (`preadv2` with `RWF_NOWAIT` never waits for the
+/// disk); a chunk that is not cached is read on a blocking thread. Measured on FTPS sessions
+/// (1 MiB files, always cached): the reader thread's hand-offs and its four fresh 256 KiB
+/// buffers (page faults) cost more than the reads.
 async fn copy_range(
     ctx: &Ctx,
     stream: &mut Stream,
@@ -266,60 +268,55 @@ async fn copy_range(
     start: u64,
     end: u64,
 ) -> Result<u64, Failure> {
-    // Buffers keep their full length (zeroed once, here) and travel with the count of valid
-    // bytes, so no chunk is zeroed again before it is read into.
-    let (full_tx, mut full_rx) = mpsc::channel::<io::Result<(Vec<u8>, usize)>>(DOWNLOAD_BUFFERS);
-    let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(DOWNLOAD_BUFFERS);
     let len = usize::try_from(end.saturating_sub(start))
         .unwrap_or(usize::MAX)
         .min(DOWNLOAD_BUF);
-    for _ in 0..DOWNLOAD_BUFFERS {
-        let _ = empty_tx.try_send(vec![0; len]);
-    }
-    let reader = tokio::task::spawn_blocking(move || {
-        use std::os::unix::fs::FileExt;
-        let mut pos = start;
-        while pos < end {
-            let Some(mut buf) = empty_rx.blocking_recv() else {
-                return;
-            };
-            let want = usize::try_from(end - pos)
-                .unwrap_or(usize::MAX)
-                .min(buf.len());
-            let item = match file.read_at(&mut buf[..want], pos) {
-                Ok(0) => return, // the file shrank under us
-                Ok(n) => {
-                    pos += n as u64;
-                    Ok((buf, n))
-                }
-                Err(e) => Err(e),
-            };
-            let failed = item.is_err();
-            if full_tx.blocking_send(item).is_err() || failed {
-                return;
+    let mut buf = vec![0u8; len];
+    let file = Arc::new(file);
+    let mut pos = start;
+    while pos < end {
+        let want = usize::try_from(end - pos)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = match read_cached(&file, &mut buf[..want], pos) {
+            Some(read) => read.map_err(Failure::Disk)?,
+            None => {
+                let (f, mut b) = (file.clone(), std::mem::take(&mut buf));
+                let (b, read) = tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    let read = f.read_at(&mut b[..want], pos);
+                    (b, read)
+                })
+                .await
+                .map_err(|e| Failure::Disk(io::Error::other(e)))?;
+                buf = b;
+                read.map_err(Failure::Disk)?
             }
-        }
-    });
-    let mut sent = 0u64;
-    let result = loop {
-        let Some(item) = full_rx.recv().await else {
-            break Ok(sent);
         };
-        let (buf, n) = match item {
-            Ok(v) => v,
-            Err(e) => break Err(Failure::Disk(e)),
-        };
-        if let Err(f) = ctx.guard(stream.write_all(&buf[..n])).await {
-            break Err(f);
+        if n == 0 {
+            break; // the file shrank under us
         }
-        sent += n as u64;
+        ctx.guard(stream.write_all(&buf[..n])).await?;
+        pos += n as u64;
         ctx.progress.fetch_add(n as u64, Ordering::Relaxed);
-        let _ = empty_tx.try_send(buf);
-    };
-    drop(full_rx);
-    drop(empty_tx);
-    let _ = reader.await;
-    result
+    }
+    Ok(pos - start)
+}
+
+/// Reads what the page cache holds at `pos` without waiting for the disk. `None`: nothing there
+/// is cached (or the file system cannot say), so the read must go to a blocking thread.
+fn read_cached(file: &std::fs::File, buf: &mut [u8], pos: u64) -> Option<io::Result<usize>> {
+    use rustix::io::{preadv2, Errno, ReadWriteFlags};
+    match preadv2(
+        file,
+        &mut [io::IoSliceMut::new(buf)],
+        pos,
+        ReadWriteFlags::NOWAIT,
+    ) {
+        Ok(n) => Some(Ok(n)),
+        Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => None,
+        Err(e) => Some(Err(e.into())),
+    }
 }
 
 /// How an upload reaches its file.
@@ -831,4 +828,38 @@ pub fn meta_version(meta: &cap_std::fs::Metadata) -> i64 {
         .map(|t| t.into_std())
         .unwrap_or(std::time::UNIX_EPOCH);
     version_key(mtime, meta.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_reads_return_the_bytes_and_evicted_ones_go_to_a_blocking_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+
+        let mut buf = vec![0u8; 100_000];
+        let n = read_cached(&file, &mut buf, 50_000).unwrap().unwrap();
+        assert!(n > 0);
+        assert_eq!(&buf[..n], &data[50_000..50_000 + n]);
+        assert_eq!(read_cached(&file, &mut buf, 200_000).unwrap().unwrap(), 0);
+
+        // Written back and dropped from the page cache: ext4 (where the server keeps its files
+        // here) then says "not cached" instead of waiting for the disk.
+        file.sync_all().unwrap();
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let ext4 = rustix::fs::fstatfs(&file).unwrap().f_type == 0xEF53;
+        match read_cached(&file, &mut buf, 0) {
+            None => {}
+            Some(read) => {
+                assert!(!ext4, "ext4 read evicted pages without waiting");
+                let n = read.unwrap();
+                assert_eq!(&buf[..n], &data[..n]);
+            }
+        }
+    }
 }
