@@ -1,12 +1,12 @@
-//! Session threads: one single-threaded tokio runtime per CPU, each accepting on its own handle
-//! of every listening socket, so a session and everything it starts (its transfers, passive
-//! listeners, timers, blocking calls) stay on the thread that accepted it and wake no other.
+//! Session threads: one single-threaded tokio runtime per CPU, each accepting on its own
+//! listening socket of every address, so a session and everything it starts (its transfers,
+//! passive listeners, timers, blocking calls) stay on the thread that accepted it and wake no
+//! other.
 //!
 //! Why: on the multi-threaded runtime a small transfer woke the other worker about ten times
 //! (work stealing), and on a 2-vCPU VM those wake-ups cost more than the transfer itself. The
-//! listeners are shared (the same socket in every thread's event loop), so whichever thread is
-//! free takes the next connection: no port is shared with other processes, and no thread is
-//! handed work it cannot start.
+//! threads' sockets of one address form an `SO_REUSEPORT` group (see
+//! `server::per_thread_listeners`), so a connection wakes only the thread that gets it.
 
 use std::future::Future;
 use std::thread::JoinHandle;

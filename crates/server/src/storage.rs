@@ -263,9 +263,8 @@ impl Homes {
         if let Some(home) = self.live(&key) {
             return Ok(home);
         }
-        let opened_path = key.1.clone();
-        let home =
-            blocking(move || Home::open(&opened_path).map_err(CommandError::from_io)).await?;
+        // A `mkdir` and an `open` of a directory: metadata calls, answered from the caches.
+        let home = metadata(|| Home::open(&key.1).map_err(CommandError::from_io)).await?;
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         // Forget homes nobody holds any more before the map grows (amortised: at most every
         // doubling).

@@ -1,5 +1,6 @@
-//! The statements every upload runs (its begin and its commit), executed on the calling thread
-//! through a thread-local SQLite connection instead of a round trip to sqlx's worker thread.
+//! The statements every upload runs (its begin and its commit) and every login's account lookup,
+//! executed on the calling thread through a thread-local SQLite connection instead of a round
+//! trip to sqlx's worker thread.
 //!
 //! Measured on the small-files workload, the two round trips per upload (each a wakeup of the
 //! worker and one of the session thread per result row) cost as much as the rest of the upload.
@@ -13,7 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
 use super::db::DB_FILE;
-use super::{opt_u64, to_u64, Accounts, Usage};
+use std::path::PathBuf;
+
+use super::{opt_u64, to_u64, Accounts, Permissions, Usage, User};
 
 /// Inline commits between two WAL checkpoints. The inline connections never checkpoint
 /// themselves (that would fsync on a session thread); every this many commits the committing
@@ -129,6 +132,22 @@ pub(super) fn run<T>(
     // Step to the end so the statement is complete (a RETURNING write finishes its changes).
     while rows.next()?.is_some() {}
     Ok(first)
+}
+
+/// A row of [`super::USER_COLUMNS`] (by their names), as `user_from_row` reads it from sqlx.
+pub(super) fn user_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get("id")?,
+        name: row.get("name")?,
+        home: row.get::<_, Option<String>>("home")?.map(PathBuf::from),
+        quota_bytes: opt_u64(row.get("quota_bytes")?),
+        quota_files: opt_u64(row.get("quota_files")?),
+        perms: Permissions::from_bits(row.get("perms")?),
+        enabled: row.get("enabled")?,
+        max_download_bps: opt_u64(row.get("max_download_bps")?),
+        max_upload_bps: opt_u64(row.get("max_upload_bps")?),
+        announce_files: row.get("announce_files")?,
+    })
 }
 
 /// A row of `used_bytes, used_files, reserved_bytes, quota_bytes, quota_files`.

@@ -312,6 +312,11 @@ const USER_COLUMNS: &str = "users.id AS id, users.name AS name, users.home AS ho
      users.enabled AS enabled, users.max_download_bps AS max_download_bps, \
      users.max_upload_bps AS max_upload_bps, users.announce_files AS announce_files";
 
+/// An account and its password hash, by name (`?1`); every login runs it.
+static LOGIN_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("SELECT {USER_COLUMNS}, users.phc AS phc FROM users WHERE name = ?1")
+});
+
 /// [`USER_COLUMNS`] for a `RETURNING` clause (which cannot qualify columns).
 const RETURNING_USER_COLUMNS: &str = "id, name, home, quota_bytes, quota_files, perms, enabled, \
      max_download_bps, max_upload_bps, announce_files";
@@ -649,20 +654,34 @@ impl Accounts {
     /// so timing does not tell which names exist.
     pub async fn authenticate(&self, name: &str, password: &str) -> Result<User, AuthError> {
         let internal = |e: &dyn fmt::Display| AuthError::Internal(e.to_string());
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS}, users.phc AS phc FROM users WHERE name = ?1"
-        ))
-        .bind(name)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(|e| internal(&e))?;
+        // On this thread's own connection when it can (no hop to the pool's worker thread).
+        let inline = self.inline(|conn| {
+            inline::run(conn, &LOGIN_SQL, &[&name], |row| {
+                Ok((inline::user_from(row)?, row.get::<_, String>("phc")?))
+            })
+        });
+        let found = match inline {
+            Some(found) => found,
+            None => {
+                let row = sqlx::query(&LOGIN_SQL)
+                    .bind(name)
+                    .fetch_optional(self.pool())
+                    .await
+                    .map_err(|e| internal(&e))?;
+                match row {
+                    Some(row) => Some((
+                        user_from_row(&row).map_err(|e| internal(&e))?,
+                        row.try_get("phc").map_err(|e| internal(&e))?,
+                    )),
+                    None => None,
+                }
+            }
+        };
         let hasher = &self.inner.hasher;
-        let Some(row) = row else {
+        let Some((user, phc)) = found else {
             hasher.verify_dummy(password).await;
             return Err(AuthError::BadCredentials);
         };
-        let user = user_from_row(&row).map_err(|e| internal(&e))?;
-        let phc: String = row.try_get("phc").map_err(|e| internal(&e))?;
 
         let mut cached = hasher.cached(name, password, &phc);
         let _flight = if cached {
