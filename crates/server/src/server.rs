@@ -546,7 +546,11 @@ mod tests {
             }
             per_socket.push(n);
         }
-        assert_eq!(per_socket.iter().sum::<usize>(), clients.len(), "{per_socket:?}");
+        assert_eq!(
+            per_socket.iter().sum::<usize>(),
+            clients.len(),
+            "{per_socket:?}"
+        );
         assert!(per_socket.iter().all(|&n| n > 0), "{per_socket:?}");
     }
 }
