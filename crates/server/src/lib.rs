@@ -13,6 +13,7 @@ pub mod net;
 pub mod server;
 pub mod session;
 pub mod shards;
+pub mod sockopt;
 pub mod storage;
 pub mod tls;
 pub mod transfer;

@@ -54,6 +54,15 @@ impl Stream {
         }
     }
 
+    /// The TCP socket underneath (plain or TLS), for socket options.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(s) => Some(s.get_ref().0),
+            Stream::Detached => None,
+        }
+    }
+
     /// Whether this is a TLS stream.
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))

@@ -28,6 +28,7 @@ use crate::error::CommandError;
 use crate::events::{FileEvent, FileEventKind};
 use crate::net::Stream;
 use crate::server::Shared;
+use crate::sockopt::{self, Batching};
 use crate::storage::Home;
 use crate::xferlog::XferRecord;
 
@@ -214,10 +215,21 @@ pub async fn download(
         let mut stream = ctx.connect(plan).await?;
         let size = file.metadata().map_err(Failure::Disk)?.len();
         let end = end.map_or(size, |e| e.min(size));
+        // Corked, only full segments leave while the file streams (see `sockopt`).
+        let cork = end.saturating_sub(offset) > sockopt::CORK_MIN
+            && stream
+                .tcp()
+                .is_some_and(|tcp| sockopt::set_cork(tcp, true).is_ok());
         let sent = match &stream {
             Stream::Plain(tcp) => sendfile_range(&ctx, tcp, &file, offset, end).await?,
             _ => copy_range(&ctx, &mut stream, file, offset, end).await?,
         };
+        if cork {
+            ctx.guard(stream.flush()).await?;
+            if let Some(tcp) = stream.tcp() {
+                sockopt::set_cork(tcp, false).map_err(Failure::Net)?;
+            }
+        }
         close(&ctx, stream).await?;
         Ok(sent)
     }
@@ -522,8 +534,9 @@ async fn receive_buffered(
     let mut digest = hash.then(|| Digester::new(HashAlgo::Sha256));
     // A small upload is done before a writer thread would have started: it is written (and
     // hashed) here, one page-cache write, like the spliced path's.
+    let mut batching = Batching::default();
     let mut first = Vec::with_capacity(SMALL_UPLOAD);
-    let (eof, failure) = fill(ctx, &mut stream, &mut first, SMALL_UPLOAD).await;
+    let (eof, failure) = fill(ctx, &mut stream, &mut first, SMALL_UPLOAD, &mut batching).await;
     if eof || failure.is_some() {
         let n = first.len() as u64;
         if n > 0 {
@@ -578,7 +591,7 @@ async fn receive_buffered(
             };
             // A failed read still hands what it already received to the writer, so a broken
             // upload keeps every byte that arrived (the partial is what a resume builds on).
-            let (eof, failure) = fill(ctx, &mut stream, &mut buf, UPLOAD_BUF).await;
+            let (eof, failure) = fill(ctx, &mut stream, &mut buf, UPLOAD_BUF, &mut batching).await;
             if !buf.is_empty() {
                 let n = buf.len() as u64;
                 limits.reserve(ctx, reservation, written, n).await?;
@@ -614,20 +627,30 @@ async fn receive_buffered(
 
 /// Reads into `buf` until it holds `limit` bytes, the peer ends the stream (`true`), or a read
 /// fails (the failure; what arrived before it stays in `buf`).
+/// Reads are batched (see [`Batching`]) once the client sends faster than they wake.
 async fn fill(
     ctx: &Ctx,
     stream: &mut Stream,
     buf: &mut Vec<u8>,
     limit: usize,
+    batching: &mut Batching,
 ) -> (bool, Option<Failure>) {
     while buf.len() < limit {
         let room = limit - buf.len();
-        match ctx
-            .guard(stream.read_buf(&mut (&mut *buf).limit(room)))
-            .await
-        {
+        let mut dest = (&mut *buf).limit(room);
+        let read = async {
+            if batching.armed() {
+                // Cancel-safe: a read that timed out took no bytes.
+                match tokio::time::timeout(Batching::WAIT, stream.read_buf(&mut dest)).await {
+                    Ok(r) => return r,
+                    Err(_) => batching.disarm(stream.tcp()),
+                }
+            }
+            stream.read_buf(&mut dest).await
+        };
+        match ctx.guard(read).await {
             Ok(0) => return (true, None),
-            Ok(_) => {}
+            Ok(n) => batching.observe(stream.tcp(), n),
             Err(f) => return (false, Some(f)),
         }
     }
@@ -651,6 +674,7 @@ async fn receive_inline(
     let mut file = file;
     let mut buf = Vec::with_capacity(SMALL_UPLOAD);
     let mut written: u64 = 0;
+    let mut batching = Batching::default();
     loop {
         // Small uploads never grow the buffer past the first read's size.
         let limit = if written == 0 {
@@ -661,7 +685,7 @@ async fn receive_inline(
         if buf.capacity() < limit {
             buf.reserve_exact(limit - buf.len());
         }
-        let (eof, failure) = fill(ctx, &mut stream, &mut buf, limit).await;
+        let (eof, failure) = fill(ctx, &mut stream, &mut buf, limit, &mut batching).await;
         if !buf.is_empty() {
             let n = buf.len() as u64;
             limits.reserve(ctx, reservation, written, n).await?;

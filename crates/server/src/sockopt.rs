@@ -1,0 +1,171 @@
+//! TCP options of the data path: `TCP_CORK` while a download streams (only full-sized segments
+//! leave, as ProFTPD does around its `sendfile`) and `SO_RCVLOWAT` while a fast upload streams (the
+//! socket wakes its reader once a batch has queued, not for every segment).
+//!
+//! Why: on loopback a download sent with `TCP_NODELAY` alone went out in segments of ~24 KiB on
+//! average (each window opening was sent at once); corked, in full 64 KiB ones. An upload read at
+//! every wake-up woke the reader (and made the sending client do the waking) once per segment.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+/// Downloads at least this long are corked; a shorter one leaves in one `sendfile` anyway.
+pub const CORK_MIN: u64 = 64 * 1024;
+
+/// Holds back partial segments until `on` is cleared (which sends what is queued at once).
+pub fn set_cork(tcp: &TcpStream, on: bool) -> io::Result<()> {
+    socket2::SockRef::from(tcp).set_cork(on)
+}
+
+/// Sets `SO_RCVLOWAT`: readiness (epoll) is signalled once `bytes` are queued, or at end of
+/// stream, or an error. A non-blocking read still returns whatever is queued. socket2, rustix
+/// and nix have no setter for this option, hence the one `setsockopt` call here.
+#[allow(unsafe_code)] // reason: setsockopt with a pointer to a live local int and its exact size
+pub fn set_recv_lowat(tcp: &TcpStream, bytes: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes)
+        .unwrap_or(libc::c_int::MAX)
+        .max(1);
+    // SAFETY: the fd is open for the lifetime of `tcp`; the option value is a c_int that lives
+    // across the call, passed with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            std::ptr::from_ref(&value).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// How an upload's reads are batched. Batching starts when one read finds [`Batching::ARM`]
+/// bytes queued (the client sends faster than the reader wakes) and ends as soon as a wait for a
+/// batch takes longer than [`Batching::WAIT`] (a slow client, or the end of the upload: a TLS
+/// client may send `close_notify` and wait for ours before it closes), so a slow stream never
+/// waits on a batch that is not coming and the stall timeout keeps its meaning.
+#[derive(Debug, Default)]
+pub struct Batching {
+    armed: bool,
+}
+
+impl Batching {
+    /// A read that found this much queued turns batching on.
+    pub const ARM: usize = 128 * 1024;
+    /// The batch the reader waits for.
+    pub const LOWAT: usize = 256 * 1024;
+    /// The longest wait for a batch before batching is turned off again.
+    pub const WAIT: Duration = Duration::from_millis(20);
+
+    /// Whether reads wait for a batch now.
+    pub fn armed(&self) -> bool {
+        self.armed
+    }
+
+    /// Notes a read of `n` bytes; turns batching on after a large one.
+    pub fn observe(&mut self, tcp: Option<&TcpStream>, n: usize) {
+        if !self.armed && n >= Self::ARM {
+            if let Some(tcp) = tcp {
+                self.armed = set_recv_lowat(tcp, Self::LOWAT).is_ok();
+            }
+        }
+    }
+
+    /// Turns batching off: readiness for every byte again.
+    pub fn disarm(&mut self, tcp: Option<&TcpStream>) {
+        if self.armed {
+            self.armed = false;
+            if let Some(tcp) = tcp {
+                let _ = set_recv_lowat(tcp, 1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn a_reader_with_a_low_watermark_wakes_for_a_batch_or_the_end_of_the_stream() {
+        let (mut client, mut server) = pair().await;
+        set_recv_lowat(&server, 64 * 1024).unwrap();
+        // tokio assumes a new socket readable until a read says otherwise.
+        let mut buf = vec![0u8; 4096];
+        let empty = server.try_read(&mut buf).unwrap_err();
+        assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
+        client.write_all(&[7u8; 1000]).await.unwrap();
+        // Below the watermark: no wake-up...
+        let early = tokio::time::timeout(Duration::from_millis(100), server.readable()).await;
+        assert!(
+            early.is_err(),
+            "woke for 1000 bytes with a 64 KiB watermark"
+        );
+        // ...but a non-blocking read still gets the bytes that are there.
+        let sock = socket2::SockRef::from(&server);
+        assert_eq!(std::io::Read::read(&mut &*sock, &mut buf).unwrap(), 1000);
+        // A batch wakes the reader.
+        client.write_all(&vec![7u8; 64 * 1024]).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server.readable())
+            .await
+            .expect("a full batch did not wake the reader")
+            .unwrap();
+        let mut batch = vec![0u8; 64 * 1024];
+        server.read_exact(&mut batch).await.unwrap();
+        // The end of the stream wakes the reader whatever the watermark.
+        client.write_all(&[7u8; 10]).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), server.read_to_end(&mut rest))
+            .await
+            .expect("end of stream did not wake the reader")
+            .unwrap();
+        assert_eq!(rest.len(), 10);
+    }
+
+    #[tokio::test]
+    async fn batching_arms_after_a_large_read_and_disarms_on_request() {
+        let (_client, server) = pair().await;
+        let mut batching = Batching::default();
+        batching.observe(Some(&server), 4096);
+        assert!(!batching.armed());
+        batching.observe(Some(&server), Batching::ARM);
+        assert!(batching.armed());
+        batching.disarm(Some(&server));
+        assert!(!batching.armed());
+        // Without a TCP socket underneath nothing is armed.
+        batching.observe(None, Batching::ARM * 2);
+        assert!(!batching.armed());
+    }
+
+    #[tokio::test]
+    async fn a_corked_socket_still_delivers_everything_once_uncorked() {
+        let (mut client, mut server) = pair().await;
+        set_cork(&server, true).unwrap();
+        server.write_all(&[1u8; 100]).await.unwrap();
+        set_cork(&server, false).unwrap();
+        let mut buf = [0u8; 100];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut buf))
+            .await
+            .expect("uncorked bytes did not arrive")
+            .unwrap();
+        assert_eq!(buf, [1u8; 100]);
+    }
+}
