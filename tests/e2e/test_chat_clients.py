@@ -10,6 +10,7 @@ import ftplib
 import functools
 import io
 import re
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -304,6 +305,32 @@ def test_upload_delete_rename_announced(files, closing, uniq):
     assert got[1] == f"alice renamed /dir-{uniq}/a.bin to /dir-{uniq}/b.bin", got[1]
     assert got[2] == f"alice deleted /dir-{uniq}/b.bin", got[2]
     assert re.fullmatch(rf"alice uploaded /app-{uniq}\.txt {SIZE_RE}", got[3]), got[3]
+
+
+def test_a_burst_of_uploads_is_announced_in_order_and_logged_in_full(files, closing, uniq):
+    # More uploads than one chat-log insert takes (256), within a few announcement windows.
+    w = closing(files.server.irc())
+    w.register(files.bob)
+    mark = w.mark()
+    n = 300
+    ftp = files.server.ftp(files.alice)
+    try:
+        ftp.mkd(f"burst-{uniq}")
+        for i in range(n):
+            ftp.storbinary(f"STOR burst-{uniq}/f{i:03}.bin", io.BytesIO(b"b"))
+    finally:
+        ftp.quit()
+    w.wait_for(lambda m: m.command == "NOTICE" and f"burst-{uniq}/f{n - 1:03}" in m.text, 30, "the last notice")
+    w.sync()
+    got = [t for t in notices(w, mark) if f"burst-{uniq}/" in t]
+    assert [re.search(r"/f(\d{3})\.bin", t).group(1) for t in got] == [f"{i:03}" for i in range(n)]
+
+    def logged():
+        with sqlite3.connect(f"file:{files.ferry.data_dir / 'ferry.db'}?mode=ro", uri=True, timeout=10) as db:
+            return db.execute("SELECT count(*) FROM chat_log WHERE text LIKE ?",
+                              (f"alice uploaded /burst-{uniq}/%",)).fetchone()[0]
+
+    wait_until(lambda: logged() == n, 10, what=f"{n} lines in the chat log")
 
 
 def test_failed_upload_not_announced_and_opt_out(files, closing, uniq):

@@ -17,45 +17,77 @@ use crate::server::Shared;
 
 pub use hub::Hub;
 
-/// How long announcements wait to be written to the chat log together (they are sent to the
-/// room at once); a burst of small uploads then costs one database write, not one each.
-const LOG_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long announcements wait to be sent and logged together after the first of a burst (which
+/// is sent at once). Only the wait for that first one listens on the event channel, so a burst of
+/// small uploads wakes this task (a thread of the main runtime) once per window, not once per
+/// upload, and costs one database write.
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Posts file activity to the default room until shutdown (the event hook's subscriber: FTP code
 /// never calls chat code).
 pub async fn announce_files(shared: Arc<Shared>) {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     let mut events = shared.events.subscribe();
-    let cfg = &shared.config.chat;
-    let from = format!("{0}!{0}@{0}", cfg.server_name);
-    let mut pending: Vec<ChatLine> = Vec::new();
-    let mut flush_at = tokio::time::Instant::now();
+    let mut announcer = Announcer::new(&shared);
     loop {
-        let batching = !pending.is_empty();
-        let event = tokio::select! {
-            _ = shared.shutdown.soft.cancelled() => {
-                log_lines(&shared, &mut pending).await;
-                return;
-            }
-            _ = tokio::time::sleep_until(flush_at), if batching => {
-                log_lines(&shared, &mut pending).await;
-                continue;
-            }
+        let first = tokio::select! {
+            _ = shared.shutdown.soft.cancelled() => return,
             e = events.recv() => e,
         };
-        let event = match event {
-            Ok(e) => e,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "file announcements fell behind");
-                continue;
+        match first {
+            Ok(e) => announcer.post(&e),
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "file announcements fell behind")
             }
-            Err(_) => {
-                log_lines(&shared, &mut pending).await;
-                return;
-            }
-        };
-        if !event.announce {
-            continue;
+            Err(RecvError::Closed) => return,
         }
+        let closed = tokio::select! {
+            _ = shared.shutdown.soft.cancelled() => true,
+            _ = tokio::time::sleep(BATCH_WINDOW) => false,
+        };
+        loop {
+            match events.try_recv() {
+                Ok(e) => announcer.post(&e),
+                Err(TryRecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "file announcements fell behind")
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => {
+                    announcer.flush().await;
+                    return;
+                }
+            }
+        }
+        announcer.flush().await;
+        if closed {
+            return;
+        }
+    }
+}
+
+/// Turns file events into room NOTICEs and chat-log lines.
+struct Announcer<'a> {
+    shared: &'a Shared,
+    from: String,
+    pending: Vec<ChatLine>,
+}
+
+impl<'a> Announcer<'a> {
+    fn new(shared: &'a Shared) -> Announcer<'a> {
+        let name = &shared.config.chat.server_name;
+        Announcer {
+            shared,
+            from: format!("{name}!{name}@{name}"),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Sends the event to the room (unless its user opted out) and keeps its log line.
+    fn post(&mut self, event: &crate::events::FileEvent) {
+        if !event.announce {
+            return;
+        }
+        let cfg = &self.shared.config.chat;
         let text = match &event.kind {
             FileEventKind::Uploaded { path, size } => {
                 format!("{} uploaded {path} ({})", event.user, format_size(*size))
@@ -63,30 +95,38 @@ pub async fn announce_files(shared: Arc<Shared>) {
             FileEventKind::Deleted { path } => format!("{} deleted {path}", event.user),
             FileEventKind::Renamed { from, to } => format!("{} renamed {from} to {to}", event.user),
         };
-        shared.chat.announce(&cfg.default_room, &from, &text);
+        self.shared
+            .chat
+            .announce(&cfg.default_room, &self.from, &text);
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        if pending.is_empty() {
-            flush_at = tokio::time::Instant::now() + LOG_BATCH_WINDOW;
-        }
-        pending.push(ChatLine {
+        self.pending.push(ChatLine {
             at,
             room: cfg.default_room.clone(),
             sender: cfg.server_name.clone(),
             text,
         });
-        if pending.len() >= crate::accounts::MAX_LINES_PER_INSERT {
-            log_lines(&shared, &mut pending).await;
-        }
+    }
+
+    /// Writes the kept lines to the chat log.
+    async fn flush(&mut self) {
+        log_lines(self.shared, &mut self.pending).await;
     }
 }
 
 /// Writes the pending announcements to the chat log.
 async fn log_lines(shared: &Shared, pending: &mut Vec<ChatLine>) {
-    if let Err(e) = shared.accounts.log_chat_lines(pending).await {
-        tracing::warn!(error = %e, lines = pending.len(), "cannot write the chat log");
+    while !pending.is_empty() {
+        match shared.accounts.log_chat_lines(pending).await {
+            Ok(n) => {
+                pending.drain(..n.clamp(1, pending.len()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, lines = pending.len(), "cannot write the chat log");
+                pending.clear();
+            }
+        }
     }
-    pending.clear();
 }
