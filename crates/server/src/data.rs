@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::task::JoinHandle;
 
 use crate::error::CommandError;
 
@@ -31,22 +30,27 @@ impl PassivePorts {
         }
     }
 
-    /// Binds a listener on `ip` at the next free port of the range.
-    pub fn bind(&self, ip: IpAddr) -> io::Result<TcpListener> {
+    /// Binds a listener on `ip` at the next free port of the range. It is a plain non-blocking
+    /// socket, not registered with the runtime (see [`Passive`]).
+    pub fn bind(&self, ip: IpAddr) -> io::Result<std::net::TcpListener> {
+        use socket2::{Domain, Socket, Type};
         let span = u32::from(self.hi - self.lo) + 1;
         let tries = span.min(256);
         let mut last = io::Error::new(io::ErrorKind::AddrInUse, "no free passive port");
         for _ in 0..tries {
             let n = self.next.fetch_add(1, Ordering::Relaxed) % span;
             let port = self.lo + n as u16;
-            let socket = if ip.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            socket.set_reuseaddr(true)?;
-            match socket.bind(SocketAddr::new(ip, port)) {
-                Ok(()) => return socket.listen(8),
+            let socket = Socket::new(
+                Domain::for_address(SocketAddr::new(ip, 0)),
+                Type::STREAM.nonblocking().cloexec(),
+                None,
+            )?;
+            socket.set_reuse_address(true)?;
+            match socket.bind(&SocketAddr::new(ip, port).into()) {
+                Ok(()) => {
+                    socket.listen(8)?;
+                    return Ok(socket.into());
+                }
                 Err(e) => last = e,
             }
         }
@@ -62,49 +66,125 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// A passive listener waiting for the client's data connection. Nothing watches it until the
+/// transfer command arrives: by then the client has almost always connected (it connects after
+/// the 227/229 reply, before it sends RETR or STOR), so one `accept` takes the connection without
+/// a task, a readiness registration or a wake-up of its own. Connections from another address
+/// are accepted and dropped (RFC 2577). The session drops the listener at its deadline if no
+/// transfer came, which releases the port.
+#[derive(Debug)]
+pub struct Passive {
+    listener: std::net::TcpListener,
+    client_ip: IpAddr,
+    deadline: tokio::time::Instant,
+}
+
+impl Passive {
+    /// When the port is released if no transfer took the connection.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
+    }
+
+    /// The client's connection if it is already queued (a non-blocking socket, not registered
+    /// with the runtime); `None` if the client has not connected yet.
+    fn try_accept(&self) -> io::Result<Option<std::net::TcpStream>> {
+        use rustix::net::{acceptfrom_with, SocketFlags};
+        loop {
+            let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+            match acceptfrom_with(&self.listener, flags) {
+                Ok((fd, from)) => {
+                    let from = from.and_then(|a| SocketAddr::try_from(a).ok());
+                    if from.is_some_and(|a| canonical(a.ip()) == self.client_ip) {
+                        return Ok(Some(std::net::TcpStream::from(fd)));
+                    }
+                    tracing::warn!(from = ?from, "data connection from a foreign address refused");
+                }
+                Err(rustix::io::Errno::AGAIN) => return Ok(None),
+                Err(rustix::io::Errno::CONNABORTED | rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The client's connection: taken at once if it is there, else awaited until the deadline.
+    async fn accept(self) -> io::Result<TcpStream> {
+        if let Some(stream) = self.try_accept()? {
+            return TcpStream::from_std(stream);
+        }
+        let listener = TcpListener::from_std(self.listener)?;
+        let client_ip = self.client_ip;
+        let accept = async {
+            loop {
+                let (stream, from) = listener.accept().await?;
+                if canonical(from.ip()) == client_ip {
+                    return Ok(stream);
+                }
+                tracing::warn!(from = %from, "data connection from a foreign address refused");
+            }
+        };
+        match tokio::time::timeout_at(self.deadline, accept).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no data connection in time",
+            )),
+        }
+    }
+}
+
 /// How the next transfer gets its data connection.
 #[derive(Debug, Default)]
 pub enum DataPlan {
     /// Neither PASV nor PORT given yet.
     #[default]
     None,
-    /// A passive listener is accepting in the background; it gives up after the accept timeout,
-    /// which releases the port.
-    Passive(JoinHandle<io::Result<TcpStream>>),
+    /// A passive listener (see [`Passive`]).
+    Passive(Passive),
     /// Connect to the client at this address.
     Active(SocketAddr),
-}
-
-impl Drop for DataPlan {
-    fn drop(&mut self) {
-        if let DataPlan::Passive(handle) = self {
-            handle.abort();
-        }
-    }
+    /// Already connected: a transfer that began on the session task goes on in its own.
+    Connected(TcpStream),
 }
 
 impl DataPlan {
-    /// Starts accepting on `listener` for up to `timeout`, only from `client_ip`.
-    pub fn passive(listener: TcpListener, client_ip: IpAddr, timeout: Duration) -> DataPlan {
-        let client_ip = canonical(client_ip);
-        DataPlan::Passive(tokio::spawn(async move {
-            let accept = async {
-                loop {
-                    let (stream, from) = listener.accept().await?;
-                    if canonical(from.ip()) == client_ip {
-                        return Ok(stream);
-                    }
-                    tracing::warn!(from = %from, "data connection from a foreign address refused");
-                }
-            };
-            match tokio::time::timeout(timeout, accept).await {
-                Ok(result) => result,
-                Err(_) => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no data connection in time",
-                )),
+    /// Waits on `listener` for up to `timeout`, only for connections from `client_ip`.
+    pub fn passive(
+        listener: std::net::TcpListener,
+        client_ip: IpAddr,
+        timeout: Duration,
+    ) -> DataPlan {
+        DataPlan::Passive(Passive {
+            listener,
+            client_ip: canonical(client_ip),
+            deadline: tokio::time::Instant::now() + timeout,
+        })
+    }
+
+    /// The client's passive data connection if it is already there (a non-blocking socket not
+    /// registered with the runtime, for a transfer that may finish at once); the plan is then
+    /// used up. `None` (plan unchanged) if it is not a passive plan or the client has not
+    /// connected yet.
+    pub fn take_ready(&mut self) -> Option<std::net::TcpStream> {
+        let DataPlan::Passive(passive) = self else {
+            return None;
+        };
+        match passive.try_accept() {
+            Ok(Some(stream)) => {
+                *self = DataPlan::None;
+                Some(stream)
             }
-        }))
+            Ok(None) => None,
+            // The transfer's own connect reports it.
+            Err(_) => None,
+        }
+    }
+
+    /// When a waiting passive listener is to be released, if there is one.
+    pub fn passive_deadline(&self) -> Option<tokio::time::Instant> {
+        match self {
+            DataPlan::Passive(p) => Some(p.deadline()),
+            _ => None,
+        }
     }
 
     /// Whether a PASV/EPSV/PORT/EPRT was given.
@@ -120,27 +200,22 @@ impl DataPlan {
     /// Opens the data connection. `local_ip` is the control connection's local address, used as
     /// the source of active connections.
     pub async fn connect(
-        mut self,
+        self,
         local_ip: IpAddr,
         timeout: Duration,
     ) -> Result<TcpStream, CommandError> {
-        let stream = match &mut self {
+        let stream = match self {
             DataPlan::None => {
                 return Err(CommandError::BadSequence(
                     "use PASV, EPSV, PORT or EPRT first",
                 ))
             }
-            DataPlan::Passive(handle) => match handle.await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return Err(CommandError::DataConnection(e.to_string())),
-                Err(_) => {
-                    return Err(CommandError::DataConnection(
-                        "passive listener stopped".into(),
-                    ))
-                }
-            },
+            DataPlan::Passive(passive) => passive
+                .accept()
+                .await
+                .map_err(|e| CommandError::DataConnection(e.to_string()))?,
+            DataPlan::Connected(stream) => stream,
             DataPlan::Active(addr) => {
-                let addr = *addr;
                 let socket = if addr.is_ipv4() {
                     TcpSocket::new_v4()
                 } else {
@@ -209,5 +284,66 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, CommandError::DataConnection(_)));
         assert!(TcpStream::connect(addr).await.is_err(), "port still open");
+    }
+
+    fn passive_plan(timeout: Duration) -> (DataPlan, SocketAddr) {
+        let ports = PassivePorts::new(20000, 20999);
+        let listener = ports.bind("127.0.0.1".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let plan = DataPlan::passive(listener, "127.0.0.1".parse().unwrap(), timeout);
+        (plan, addr)
+    }
+
+    #[tokio::test]
+    async fn a_client_connected_before_the_transfer_is_taken_at_once() {
+        let (plan, addr) = passive_plan(Duration::from_secs(5));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let mut server = plan
+            .connect("127.0.0.1".parse().unwrap(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(server.peer_addr().unwrap(), client.local_addr().unwrap());
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        server.write_all(b"data").await.unwrap();
+        drop(server);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"data");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_connects_after_the_transfer_command_is_waited_for() {
+        let (plan, addr) = passive_plan(Duration::from_secs(5));
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            TcpStream::connect(addr).await.unwrap()
+        });
+        let server = plan
+            .connect("127.0.0.1".parse().unwrap(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        let client = late.await.unwrap();
+        assert_eq!(server.peer_addr().unwrap(), client.local_addr().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_connection_from_another_address_is_dropped_and_the_clients_is_taken() {
+        let (plan, addr) = passive_plan(Duration::from_secs(5));
+        let foreign = TcpSocket::new_v4().unwrap();
+        foreign.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut foreign = foreign.connect(addr).await.unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let server = plan
+            .connect("127.0.0.1".parse().unwrap(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(server.peer_addr().unwrap(), client.local_addr().unwrap());
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), foreign.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the foreign connection was not closed");
     }
 }

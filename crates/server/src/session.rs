@@ -243,13 +243,19 @@ impl Conn {
         }
     }
 
-    /// Sends one reply. The buffer is freed afterwards: an idle session holds none.
+    /// Sends one reply, after any held ones, in one write. The buffer is freed afterwards: an
+    /// idle session holds none.
     pub async fn send(&mut self, reply: &Reply) -> std::io::Result<()> {
-        self.wbuf.clear();
         reply.encode(&mut self.wbuf);
-        self.stream.write_all(&self.wbuf).await?;
+        let sent = self.stream.write_all(&self.wbuf).await;
         self.wbuf = Vec::new();
-        Ok(())
+        sent
+    }
+
+    /// Holds a reply to go out with the next [`Conn::send`] (a 150 whose transfer already ended
+    /// goes out with its 226: one segment, one wake-up of the client).
+    pub fn hold(&mut self, reply: &Reply) {
+        reply.encode(&mut self.wbuf);
     }
 
     /// Replaces the plain stream with TLS (the server side of the handshake), within `timeout`.
@@ -320,6 +326,7 @@ enum Event {
     Line(std::io::Result<Line>),
     TransferDone(Reply),
     Idle,
+    PassiveExpired,
     SoftShutdown,
     HardShutdown,
 }
@@ -429,6 +436,8 @@ impl Session {
                     .await?;
                 return Ok(());
             }
+            // A passive port nobody used is released at its deadline.
+            let passive = self.st.data.passive_deadline();
             let event = {
                 let Session { conn, transfer, .. } = &mut *self;
                 let busy = transfer.is_some();
@@ -438,6 +447,7 @@ impl Session {
                     _ = shutdown.soft.cancelled(), if !closing => Event::SoftShutdown,
                     reply = join_transfer(transfer), if busy => Event::TransferDone(reply),
                     line = conn.next_line() => Event::Line(line),
+                    _ = sleep_until(passive.unwrap_or(deadline)), if passive.is_some() => Event::PassiveExpired,
                     _ = sleep_until(deadline), if !busy => Event::Idle,
                 }
             };
@@ -457,6 +467,10 @@ impl Session {
                     return Ok(());
                 }
                 Event::SoftShutdown => closing = true,
+                Event::PassiveExpired => {
+                    tracing::debug!("passive port unused until the accept timeout, released");
+                    self.st.data = DataPlan::None;
+                }
                 Event::TransferDone(reply) => {
                     self.transfer = None;
                     self.conn.send(&reply).await?;
