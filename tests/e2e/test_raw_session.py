@@ -222,6 +222,39 @@ def test_two_transfers_on_one_session_and_listing_between(srv, wd, uniq):
         c.close()
 
 
+def test_short_transfers_reach_a_client_with_a_tiny_window_that_reads_only_after_the_150(srv, wd, uniq):
+    # Short downloads and listings are written at once, their 150 going out with the 226 (or,
+    # if the socket cannot take them at once, first, the rest following from a task): either
+    # way a client that reads nothing before the 150, with a 2 kB receive window, gets the 150
+    # first and every byte.
+    payload = os.urandom(60_000)
+    (wd / "f.bin").write_bytes(payload)
+    for i in range(40):
+        (wd / f"name-{i:02}-{'x' * 200}").write_bytes(b"")
+    c = srv.server.ctrl(srv.alice)
+    try:
+        c.expect("TYPE I", 200)
+        for verb, expect_len in ((f"RETR /{uniq}/f.bin", len(payload)), (f"NLST /{uniq}", None)):
+            r = c.expect("PASV", 227)
+            nums = [int(x) for x in r.text.split("(")[1].split(")")[0].split(",")]
+            data = socket.socket()
+            data.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+            data.settimeout(15)
+            data.connect((srv.server.host, nums[4] * 256 + nums[5]))
+            time.sleep(0.2)  # connected well before the command, as most clients are
+            c.send(verb)
+            first = c.reply()
+            assert first.code == 150, first
+            got = recv_all(data)
+            assert c.reply().code == 226
+            if expect_len is None:
+                assert got.count(b"\r\n") == 41, got[:200]
+            else:
+                assert got == payload
+    finally:
+        c.close()
+
+
 def _reset(sock: socket.socket):
     """Close with RST instead of FIN (what a crashing client or a dropped link looks like)."""
     import struct

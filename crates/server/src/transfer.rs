@@ -234,11 +234,130 @@ pub async fn download(
         Ok(sent)
     }
     .await;
+    // Bytes sent at once before this task took over are counted in `progress` too.
     let moved = ctx.progress.load(Ordering::Relaxed);
     ctx.log(&path, moved, started, false, result.is_ok());
     match result {
-        Ok(n) => Reply::new(226, format!("Transfer complete ({n} bytes)")),
+        Ok(_) => Reply::new(226, format!("Transfer complete ({moved} bytes)")),
         Err(f) => f.reply(&path),
+    }
+}
+
+/// How far a transfer tried at once on the session task came.
+#[derive(Debug)]
+pub enum AtOnce {
+    /// Everything was sent and the data connection closed: the final reply.
+    Done(Reply),
+    /// The socket would block after this many bytes: the transfer goes on in a task with the
+    /// connection (now registered with the runtime), and the 150 must go out first.
+    Partial(TcpStream, usize),
+}
+
+/// Transfers that fit in the socket's send buffer finish at once: when the client's data
+/// connection is already there (it connected after PASV, before RETR or LIST), a short
+/// download or listing is written with one non-blocking call on the session task, and the 150
+/// goes out together with the 226. No task, no readiness registration, no wake-up: on the
+/// small-files workload the task, its registration and its separate 150 cost more than the
+/// transfer. Anything that would block goes on the usual way, from where it stopped.
+pub fn send_at_once(
+    ctx: &Ctx,
+    tcp: std::net::TcpStream,
+    what: AtOnceData<'_>,
+    path: &str,
+) -> io::Result<AtOnce> {
+    let started = Instant::now();
+    let is_file = matches!(what, AtOnceData::File { .. });
+    let result = write_at_once(&tcp, what).and_then(|sent| {
+        ctx.progress.store(sent as u64, Ordering::Relaxed);
+        let shrank = matches!(what, AtOnceData::File { file, offset, .. } if file
+            .metadata()
+            .is_ok_and(|m| m.len() <= offset + sent as u64));
+        if sent < what.size() && !shrank {
+            return Ok(None);
+        }
+        tcp.shutdown(std::net::Shutdown::Write)?;
+        Ok(Some(sent))
+    });
+    match result {
+        Ok(Some(sent)) => {
+            if is_file {
+                ctx.log(path, sent as u64, started, false, true);
+                Ok(AtOnce::Done(Reply::new(
+                    226,
+                    format!("Transfer complete ({sent} bytes)"),
+                )))
+            } else {
+                Ok(AtOnce::Done(Reply::new(226, "Transfer complete")))
+            }
+        }
+        Ok(None) => {
+            let sent = ctx.progress.load(Ordering::Relaxed) as usize;
+            let tcp = TcpStream::from_std(tcp)?;
+            let _ = tcp.set_nodelay(true);
+            Ok(AtOnce::Partial(tcp, sent))
+        }
+        Err(e) => {
+            if is_file {
+                let sent = ctx.progress.load(Ordering::Relaxed);
+                ctx.log(path, sent, started, false, false);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Writes as much of `what` as the socket takes without blocking; the bytes written.
+fn write_at_once(tcp: &std::net::TcpStream, what: AtOnceData<'_>) -> io::Result<usize> {
+    use std::io::Write as _;
+    let len = what.size();
+    let mut sent = 0usize;
+    while sent < len {
+        let n = match what {
+            AtOnceData::File { file, offset, .. } => {
+                let mut pos = offset + sent as u64;
+                match rustix::fs::sendfile(tcp, file, Some(&mut pos), len - sent) {
+                    Ok(0) => break, // the file shrank under us
+                    Ok(n) => n,
+                    Err(rustix::io::Errno::AGAIN) => break,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            AtOnceData::Bytes(bytes) => match (&mut &*tcp).write(&bytes[sent..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        sent += n;
+    }
+    Ok(sent)
+}
+
+/// What [`send_at_once`] sends.
+#[derive(Debug, Clone, Copy)]
+pub enum AtOnceData<'a> {
+    /// `len` bytes of a file from `offset` (the range was checked against its size).
+    File {
+        /// The open file.
+        file: &'a std::fs::File,
+        /// Where the range starts.
+        offset: u64,
+        /// Its length.
+        len: usize,
+    },
+    /// A listing.
+    Bytes(&'a [u8]),
+}
+
+impl AtOnceData<'_> {
+    /// How many bytes it is.
+    pub fn size(&self) -> usize {
+        match self {
+            AtOnceData::File { len, .. } => *len,
+            AtOnceData::Bytes(bytes) => bytes.len(),
+        }
     }
 }
 
@@ -897,6 +1016,43 @@ pub fn meta_version(meta: &cap_std::fs::Metadata) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writing_at_once_stops_where_the_socket_would_block_and_sends_short_files_whole() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        // Nobody reads: a large listing fills both buffers and stops short.
+        let big = vec![b'x'; 8 << 20];
+        let sent = write_at_once(&server, AtOnceData::Bytes(&big)).unwrap();
+        assert!(sent > 0 && sent < big.len(), "sent {sent}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let (server2, client2) = {
+            let c = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (s, _) = listener.accept().unwrap();
+            s.set_nonblocking(true).unwrap();
+            (s, c)
+        };
+        let what = AtOnceData::File {
+            file: &file,
+            offset: 3,
+            len: 7,
+        };
+        assert_eq!(write_at_once(&server2, what).unwrap(), 7);
+        server2.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut &client2, &mut got).unwrap();
+        assert_eq!(got, b"3456789");
+        drop(client);
+    }
 
     #[test]
     fn a_full_download_buffer_is_reused_by_the_next_download_on_the_thread() {

@@ -50,7 +50,66 @@ where
     F: FnOnce(Ctx, DataPlan) -> Fut,
     Fut: Future<Output = Reply> + Send + 'static,
 {
+    let ctx = transfer_ctx(s, upload);
+    spawn_with(s, what, ctx, f);
+}
+
+/// Starts a transfer task with a context made by [`transfer_ctx`].
+fn spawn_with<F, Fut>(s: &mut Session, what: String, ctx: Ctx, f: F)
+where
+    F: FnOnce(Ctx, DataPlan) -> Fut,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
     let plan = s.st.data.take();
+    let (abort, progress) = (ctx.abort.clone(), ctx.progress.clone());
+    let handle = s.shared.tracker.spawn(f(ctx, plan));
+    s.transfer = Some(Running {
+        handle,
+        abort,
+        what,
+        progress,
+        started: Instant::now(),
+    });
+}
+
+/// Tries a short plain download or listing at once (see [`transfer::send_at_once`]): the
+/// final reply if it is done (the 150 is then held to go out with it). Otherwise the data
+/// plan holds the connection and `ctx.progress` what was sent, for the task to go on.
+fn try_at_once(
+    s: &mut Session,
+    ctx: &Ctx,
+    data: transfer::AtOnceData<'_>,
+    path: &str,
+    opening: &Reply,
+) -> Option<Reply> {
+    if ctx.tls.is_some() || data.size() > AT_ONCE_MAX {
+        return None;
+    }
+    let tcp = s.st.data.take_ready()?;
+    match transfer::send_at_once(ctx, tcp, data, path) {
+        Ok(transfer::AtOnce::Done(done)) => {
+            s.conn.hold(opening);
+            Some(done)
+        }
+        Ok(transfer::AtOnce::Partial(tcp, _)) => {
+            s.st.data = DataPlan::Connected(tcp);
+            None
+        }
+        Err(e) => {
+            s.conn.hold(opening);
+            Some(Reply::new(
+                426,
+                format!("Connection closed; transfer aborted: {e}"),
+            ))
+        }
+    }
+}
+
+/// Longest transfer tried at once: what an initial socket send buffer takes.
+const AT_ONCE_MAX: usize = 64 * 1024;
+
+/// The context of a transfer of this session.
+fn transfer_ctx(s: &Session, upload: bool) -> Ctx {
     let abort = s.shared.shutdown.hard.child_token();
     let progress = Arc::new(AtomicU64::new(0));
     let user =
@@ -58,10 +117,10 @@ where
             .as_ref()
             .map(|l| l.user.name.clone())
             .unwrap_or_default();
-    let ctx = Ctx {
+    Ctx {
         shared: s.shared.clone(),
-        abort: abort.clone(),
-        progress: progress.clone(),
+        abort,
+        progress,
         local_ip: s.local.ip(),
         peer_ip: canonical(s.peer.ip()),
         user,
@@ -77,24 +136,23 @@ where
         } else {
             None
         },
-    };
-    let handle = s.shared.tracker.spawn(f(ctx, plan));
-    s.transfer = Some(Running {
-        handle,
-        abort,
-        what,
-        progress,
-        started: Instant::now(),
-    });
+    }
 }
 
 /// Sends an already built listing over the data connection.
 pub fn start_listing(s: &mut Session, what: String, bytes: Vec<u8>) -> Result<Reply, CommandError> {
     ensure_data(s)?;
-    spawn(s, what, false, move |ctx, plan| {
-        transfer::send_listing(ctx, plan, bytes)
+    let opening = Reply::new(150, "Here comes the directory listing");
+    let ctx = transfer_ctx(s, false);
+    let data = transfer::AtOnceData::Bytes(&bytes);
+    if let Some(done) = try_at_once(s, &ctx, data, "", &opening) {
+        return Ok(done);
+    }
+    let sent = ctx.progress.load(std::sync::atomic::Ordering::Relaxed) as usize;
+    spawn_with(s, what, ctx, move |ctx, plan| {
+        transfer::send_listing(ctx, plan, bytes[sent..].to_vec())
     });
-    Ok(Reply::new(150, "Here comes the directory listing"))
+    Ok(opening)
 }
 
 /// `REST offset`.
@@ -131,14 +189,27 @@ pub async fn retr(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
     let mode = if s.st.ascii { "ASCII" } else { "BINARY" };
     let len = end.map_or(size, |e| e.min(size)) - offset;
     let text = format!("Opening {mode} mode data connection for {target} ({len} bytes)");
+    let opening = Reply::new(150, text);
     let vpath = target.to_string();
-    spawn(
+    let ctx = transfer_ctx(s, false);
+    if let Ok(len) = usize::try_from(len) {
+        let data = transfer::AtOnceData::File {
+            file: &file,
+            offset,
+            len,
+        };
+        if let Some(done) = try_at_once(s, &ctx, data, &vpath, &opening) {
+            return Ok(done);
+        }
+    }
+    let from = offset + ctx.progress.load(std::sync::atomic::Ordering::Relaxed);
+    spawn_with(
         s,
         format!("RETR {target} ({})", format_size(size)),
-        false,
-        move |ctx, plan| transfer::download(ctx, plan, file, offset, end, vpath),
+        ctx,
+        move |ctx, plan| transfer::download(ctx, plan, file, from, end, vpath),
     );
-    Ok(Reply::new(150, text))
+    Ok(opening)
 }
 
 /// `STOR path` / `APPE path`.
