@@ -165,6 +165,9 @@ pub struct FtpConfig {
     pub banner: String,
     /// Compute and remember the SHA-256 of every upload while it streams. Default true.
     pub hash_uploads: bool,
+    /// After a reply, a session thread keeps polling for the client's next command this many
+    /// microseconds before it sleeps (see `spin`); 0 turns it off. Default 200.
+    pub poll_after_reply_us: u64,
 }
 
 /// `[limits]` section.
@@ -234,6 +237,7 @@ impl Default for FtpConfig {
             passive_address: None,
             banner: "Ferry FTP server ready".into(),
             hash_uploads: true,
+            poll_after_reply_us: 200,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod server;
 pub mod session;
 pub mod shards;
 pub mod sockopt;
+pub mod spin;
 pub mod storage;
 pub mod tls;
 pub mod transfer;

@@ -390,6 +390,12 @@ impl Server {
     ) -> std::io::Result<()> {
         let shared = self.shared;
         let shards = Shards::start(threads)?;
+        let window = Duration::from_micros(shared.config.ftp.poll_after_reply_us);
+        if !window.is_zero() {
+            shards.spawn_on_each(|_| {
+                crate::spin::poll_after_replies(window, shared.shutdown.hard.clone())
+            });
+        }
         for (listener, kind) in &self.listeners {
             let kind = *kind;
             // A socket per thread, so a connection wakes one thread; if that fails, every

@@ -249,6 +249,7 @@ impl Conn {
         reply.encode(&mut self.wbuf);
         let sent = self.stream.write_all(&self.wbuf).await;
         self.wbuf = Vec::new();
+        crate::spin::kick();
         sent
     }
 
@@ -376,6 +377,7 @@ impl Session {
             _slot: slot,
         };
         async move {
+            let _present = crate::spin::Present::new();
             tracing::debug!("connected");
             if implicit {
                 // Implicit FTPS: the connection starts with the TLS handshake.
