@@ -214,6 +214,36 @@ impl Home {
         self.dir.rename(temp, &self.dir, rel(to))
     }
 
+    /// Renames a completed temp file onto `to` if nothing is there (`Ok(false)`, nothing moved,
+    /// if something is). One `renameat2(RENAME_NOREPLACE)` in the directory both names are in,
+    /// instead of a stat of the target and a rename that opens the directory twice: the new
+    /// upload's usual end. Both names are single components resolved in a directory opened
+    /// through the jail, and a rename never follows the link it moves or replaces.
+    pub fn commit_temp_new(&self, temp: &Path, to: &VirtualPath) -> io::Result<bool> {
+        use rustix::fs::{renameat_with, RenameFlags};
+        let (Some(parent), Some(name), Some(target)) =
+            (temp.parent(), temp.file_name(), to.file_name())
+        else {
+            return Err(io::Error::other("temp file without a directory"));
+        };
+        let opened;
+        let dir = if parent.as_os_str().is_empty() || parent == Path::new(".") {
+            &*self.dir
+        } else {
+            opened = self.dir.open_dir(parent)?;
+            &opened
+        };
+        match renameat_with(dir, name, dir, target, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::EXIST) => Ok(false),
+            // A file system without RENAME_NOREPLACE: the caller's stat-and-rename does it.
+            Err(
+                rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP,
+            ) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Moves a temp file to `to` only if nothing is there (a failed new upload keeps its partial).
     pub fn commit_temp_if_absent(&self, temp: &Path, to: &VirtualPath) -> io::Result<bool> {
         // hard_link fails if the target exists, which makes the check and the move one step.
@@ -293,6 +323,37 @@ mod tests {
 
     fn vp(s: &str) -> VirtualPath {
         VirtualPath::root().join(s).unwrap()
+    }
+
+    #[test]
+    fn a_new_upload_is_renamed_into_place_only_where_nothing_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = Home::open(tmp.path()).unwrap();
+        h.mkdir(&vp("d")).unwrap();
+        for parent in [VirtualPath::root(), vp("d")] {
+            let (mut f, temp) = h.create_temp(&parent).unwrap();
+            std::io::Write::write_all(&mut f, b"new").unwrap();
+            let target = parent.join("a").unwrap();
+            assert!(h.commit_temp_new(&temp, &target).unwrap());
+            assert_eq!(
+                std::fs::read(h.path().join(target.relative())).unwrap(),
+                b"new"
+            );
+            assert!(
+                !h.path().join(&temp).exists(),
+                "the temp file is still there"
+            );
+
+            // Something there now: nothing moves, nothing is replaced.
+            let (mut f, temp) = h.create_temp(&parent).unwrap();
+            std::io::Write::write_all(&mut f, b"second").unwrap();
+            assert!(!h.commit_temp_new(&temp, &target).unwrap());
+            assert_eq!(
+                std::fs::read(h.path().join(target.relative())).unwrap(),
+                b"new"
+            );
+            h.remove_temp(&temp).unwrap();
+        }
     }
 
     #[test]

@@ -670,11 +670,21 @@ impl Limits {
     }
 }
 
-/// The written file's version key (its inode survives the rename into place).
-fn file_version(file: &std::fs::File) -> io::Result<i64> {
+/// What an upload wrote, from its open file: the version key (its inode and mtime survive the
+/// rename into place) and the size.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    version: i64,
+    size: u64,
+}
+
+fn file_version(file: &std::fs::File) -> io::Result<Written> {
     let meta = file.metadata()?;
     let ino = std::os::unix::fs::MetadataExt::ino(&meta);
-    Ok(version_key(meta.modified()?, ino))
+    Ok(Written {
+        version: version_key(meta.modified()?, ino),
+        size: meta.len(),
+    })
 }
 
 /// Receives an upload through user-space buffers: the socket task reads into a few reusable
@@ -687,7 +697,7 @@ async fn receive_buffered(
     hash: bool,
     limits: &Limits,
     reservation: &mut Reservation,
-) -> Result<(u64, i64, Option<String>), Failure> {
+) -> Result<(u64, Written, Option<String>), Failure> {
     let mut stream = ctx.connect(plan).await?;
     let mut file = file;
     let mut digest = hash.then(|| Digester::new(HashAlgo::Sha256));
@@ -716,7 +726,7 @@ async fn receive_buffered(
 
     let (full_tx, mut full_rx) = mpsc::channel::<Vec<u8>>(UPLOAD_BUFFERS);
     let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(UPLOAD_BUFFERS);
-    let writer = tokio::task::spawn_blocking(move || -> io::Result<(i64, Option<String>)> {
+    let writer = tokio::task::spawn_blocking(move || -> io::Result<(Written, Option<String>)> {
         while let Some(mut buf) = full_rx.blocking_recv() {
             file.write_all(&buf)?;
             if let Some(d) = digest.as_mut() {
@@ -828,7 +838,7 @@ async fn receive_inline(
     file: std::fs::File,
     limits: &Limits,
     reservation: &mut Reservation,
-) -> Result<(u64, i64, Option<String>), Failure> {
+) -> Result<(u64, Written, Option<String>), Failure> {
     let mut stream = ctx.connect(plan).await?;
     let mut file = file;
     let mut buf = Vec::with_capacity(SMALL_UPLOAD);
@@ -873,7 +883,7 @@ async fn finish_upload(
     offset: u64,
     old_size: u64,
     reservation: Reservation,
-    outcome: Result<(u64, i64, Option<String>), Failure>,
+    outcome: Result<(u64, Written, Option<String>), Failure>,
     started: Instant,
     announce: bool,
     new_file_charged: bool,
@@ -892,19 +902,25 @@ async fn finish_upload(
         Ok((bytes, version, digest)) => {
             let in_place = matches!(kind, UploadKind::InPlace);
             let (h, p) = (home.clone(), path.clone());
-            let final_meta = crate::storage::metadata(move || {
+            let (before, size) = crate::storage::metadata(move || {
+                // A new file whose name is still free: moved with no stat before or after (the
+                // temp file's own size is the file's).
+                if let UploadKind::New { temp } = &kind {
+                    if h.commit_temp_new(temp, &p)? {
+                        return Ok((None, version.size));
+                    }
+                }
                 let before = h.try_stat(&p)?.filter(|m| m.is_file()).map(|m| m.len());
                 match &kind {
                     UploadKind::New { temp } | UploadKind::Replace { temp } => {
-                        h.commit_temp(temp, &p)?
+                        h.commit_temp(temp, &p)?;
+                        Ok((before, version.size))
                     }
-                    UploadKind::InPlace => {}
+                    UploadKind::InPlace => Ok((before, h.stat(&p)?.len())),
                 }
-                Ok((before, h.stat(&p)?))
             })
             .await?;
-            let (before, meta) = final_meta;
-            let size = meta.len();
+            let version = version.version;
             // Charge what the disk gained: new size minus what was there just before the commit.
             let (delta_bytes, delta_files) = if in_place {
                 (size as i64 - old_size as i64, 0)
