@@ -149,8 +149,10 @@ pub fn start_listing(s: &mut Session, what: String, bytes: Vec<u8>) -> Result<Re
         return Ok(done);
     }
     let sent = ctx.progress.load(std::sync::atomic::Ordering::Relaxed) as usize;
+    let mut bytes = bytes;
+    bytes.drain(..sent.min(bytes.len()));
     spawn_with(s, what, ctx, move |ctx, plan| {
-        transfer::send_listing(ctx, plan, bytes[sent..].to_vec())
+        transfer::send_listing(ctx, plan, bytes)
     });
     Ok(opening)
 }
