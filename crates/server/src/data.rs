@@ -88,22 +88,7 @@ impl Passive {
     /// The client's connection if it is already queued (a non-blocking socket, not registered
     /// with the runtime); `None` if the client has not connected yet.
     fn try_accept(&self) -> io::Result<Option<std::net::TcpStream>> {
-        use rustix::net::{acceptfrom_with, SocketFlags};
-        loop {
-            let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
-            match acceptfrom_with(&self.listener, flags) {
-                Ok((fd, from)) => {
-                    let from = from.and_then(|a| SocketAddr::try_from(a).ok());
-                    if from.is_some_and(|a| canonical(a.ip()) == self.client_ip) {
-                        return Ok(Some(std::net::TcpStream::from(fd)));
-                    }
-                    tracing::warn!(from = ?from, "data connection from a foreign address refused");
-                }
-                Err(rustix::io::Errno::AGAIN) => return Ok(None),
-                Err(rustix::io::Errno::CONNABORTED | rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        take_client(&self.listener, self.client_ip)
     }
 
     /// The client's connection: taken at once if it is there, else awaited until the deadline.
@@ -111,23 +96,55 @@ impl Passive {
         if let Some(stream) = self.try_accept()? {
             return TcpStream::from_std(stream);
         }
+        let (client_ip, deadline) = (self.client_ip, self.deadline);
         let listener = TcpListener::from_std(self.listener)?;
-        let client_ip = self.client_ip;
         let accept = async {
             loop {
                 let (stream, from) = listener.accept().await?;
-                if canonical(from.ip()) == client_ip {
+                if is_client(Some(from), client_ip) {
                     return Ok(stream);
                 }
-                tracing::warn!(from = %from, "data connection from a foreign address refused");
             }
         };
-        match tokio::time::timeout_at(self.deadline, accept).await {
+        match tokio::time::timeout_at(deadline, accept).await {
             Ok(result) => result,
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "no data connection in time",
             )),
+        }
+    }
+}
+
+/// Whether a data connection comes from the client; another address is logged (and the caller
+/// drops the connection).
+fn is_client(from: Option<SocketAddr>, client_ip: IpAddr) -> bool {
+    let ok = from.is_some_and(|a| canonical(a.ip()) == client_ip);
+    if !ok {
+        tracing::warn!(from = ?from, "data connection from a foreign address refused");
+    }
+    ok
+}
+
+/// Accepts what `listener` has queued until a connection from `client_ip` turns up (others are
+/// dropped, RFC 2577); `None` when the queue is empty.
+fn take_client(
+    listener: &std::net::TcpListener,
+    client_ip: IpAddr,
+) -> io::Result<Option<std::net::TcpStream>> {
+    use rustix::net::{acceptfrom_with, SocketFlags};
+    loop {
+        let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+        match acceptfrom_with(listener, flags) {
+            Ok((fd, from)) => {
+                let from = from.and_then(|a| SocketAddr::try_from(a).ok());
+                if is_client(from, client_ip) {
+                    return Ok(Some(std::net::TcpStream::from(fd)));
+                }
+            }
+            Err(rustix::io::Errno::AGAIN) => return Ok(None),
+            Err(rustix::io::Errno::CONNABORTED | rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -248,9 +248,10 @@ pub async fn download(
 pub enum AtOnce {
     /// Everything was sent and the data connection closed: the final reply.
     Done(Reply),
-    /// The socket would block after this many bytes: the transfer goes on in a task with the
-    /// connection (now registered with the runtime), and the 150 must go out first.
-    Partial(TcpStream, usize),
+    /// The socket would block (`ctx.progress` says after how many bytes): the transfer goes on
+    /// in a task with the connection (now registered with the runtime), and the 150 must go out
+    /// first.
+    Partial(TcpStream),
 }
 
 /// Transfers that fit in the socket's send buffer finish at once: when the client's data
@@ -269,10 +270,12 @@ pub fn send_at_once(
     let is_file = matches!(what, AtOnceData::File { .. });
     let result = write_at_once(&tcp, what).and_then(|sent| {
         ctx.progress.store(sent as u64, Ordering::Relaxed);
-        let shrank = matches!(what, AtOnceData::File { file, offset, .. } if file
-            .metadata()
-            .is_ok_and(|m| m.len() <= offset + sent as u64));
-        if sent < what.size() && !shrank {
+        // Short: the socket is full, unless the file shrank under us (then that is all).
+        let short = sent < what.size()
+            && !matches!(what, AtOnceData::File { file, offset, .. } if file
+                .metadata()
+                .is_ok_and(|m| m.len() <= offset + sent as u64));
+        if short {
             return Ok(None);
         }
         tcp.shutdown(std::net::Shutdown::Write)?;
@@ -291,10 +294,9 @@ pub fn send_at_once(
             }
         }
         Ok(None) => {
-            let sent = ctx.progress.load(Ordering::Relaxed) as usize;
             let tcp = TcpStream::from_std(tcp)?;
             let _ = tcp.set_nodelay(true);
-            Ok(AtOnce::Partial(tcp, sent))
+            Ok(AtOnce::Partial(tcp))
         }
         Err(e) => {
             if is_file {
@@ -678,7 +680,7 @@ struct Written {
     size: u64,
 }
 
-fn file_version(file: &std::fs::File) -> io::Result<Written> {
+fn stat_written(file: &std::fs::File) -> io::Result<Written> {
     let meta = file.metadata()?;
     let ino = std::os::unix::fs::MetadataExt::ino(&meta);
     Ok(Written {
@@ -720,7 +722,7 @@ async fn receive_buffered(
             return Err(f);
         }
         let _ = ctx.guard(stream.shutdown()).await;
-        let version = file_version(&file).map_err(Failure::Disk)?;
+        let version = stat_written(&file).map_err(Failure::Disk)?;
         return Ok((n, version, digest.map(Digester::finish_hex)));
     }
 
@@ -735,7 +737,7 @@ async fn receive_buffered(
             buf.clear();
             let _ = empty_tx.try_send(buf);
         }
-        Ok((file_version(&file)?, digest.map(Digester::finish_hex)))
+        Ok((stat_written(&file)?, digest.map(Digester::finish_hex)))
     });
 
     let received = async {
@@ -795,8 +797,8 @@ async fn receive_buffered(
 }
 
 /// Reads into `buf` until it holds `limit` bytes, the peer ends the stream (`true`), or a read
-/// fails (the failure; what arrived before it stays in `buf`).
-/// Reads are batched (see [`Batching`]) once the client sends faster than they wake.
+/// fails (the failure; what arrived before it stays in `buf`). Reads are batched (see
+/// [`Batching`]) once the client sends faster than they wake.
 async fn fill(
     ctx: &Ctx,
     stream: &mut Stream,
@@ -868,7 +870,7 @@ async fn receive_inline(
         }
         if eof {
             let _ = ctx.guard(stream.shutdown()).await;
-            let version = file_version(&file).map_err(Failure::Disk)?;
+            let version = stat_written(&file).map_err(Failure::Disk)?;
             return Ok((written, version, None));
         }
     }

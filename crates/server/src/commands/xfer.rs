@@ -91,7 +91,7 @@ fn try_at_once(
             s.conn.hold(opening);
             Some(done)
         }
-        Ok(transfer::AtOnce::Partial(tcp, _)) => {
+        Ok(transfer::AtOnce::Partial(tcp)) => {
             s.st.data = DataPlan::Connected(tcp);
             None
         }
