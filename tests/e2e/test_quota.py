@@ -40,6 +40,7 @@ def q(make_ferry):
         "dele": f.add_user("dele", None, "--quota", "1MiB"),
         "same": f.add_user("same", None, "--quota", "4MiB"),
         "lower": f.add_user("lower", None, "--quota", "1MiB"),
+        "drop": f.add_user("drop", None, "--quota", "4MiB", "--quota-files", "100"),
     }
     s = f.serve("limits.failed_login_delay_ms=50")
     yield SimpleNamespace(ferry=f, server=s, **users)
@@ -364,3 +365,23 @@ def test_quota_lowered_below_usage(q):
         f.close()
     u = settled_ledger(q, "lower")
     assert u["used_bytes"] == disk_usage_bytes(home) == 100 * KiB, u
+
+
+def test_uploads_are_counted_and_logged_when_the_client_drops_the_connection_after_226(q):
+    # The 226 of an upload goes out before its ledger commit and log lines (they follow at once,
+    # before the session reads on): a client that vanishes right after the 226 still gets both.
+    home = q.drop.home
+    sizes = [1000 + 37 * i for i in range(20)]
+    for i, size in enumerate(sizes):
+        f = q.server.ftp(q.drop)
+        reply = ftp_stor(f, f"d{i:02}.bin", os.urandom(size))
+        assert reply.startswith("226"), reply
+        f.sock.close()  # no QUIT: the connection is simply gone
+    u = settled_ledger(q, "drop")
+    assert u["used_bytes"] == disk_usage_bytes(home) == sum(sizes), u
+    assert u["used_files"] == 20, u
+    logged = wait_until(
+        lambda: (n := sum(1 for l in q.ferry.xferlog.read_text().splitlines()
+                          if re.search(r" /d\d\d\.bin b _ i r drop ftp 0 \* c$", l))) == 20 and n,
+        10, 0.2, "20 upload lines of drop in logs/xferlog")
+    assert logged == 20

@@ -25,6 +25,7 @@ use crate::accounts::User;
 use crate::commands;
 use crate::data::DataPlan;
 use crate::error::parse_error_reply;
+use crate::finish::{AfterReply, Done};
 use crate::net::Stream;
 use crate::server::{ConnSlot, Shared, UserSlot};
 use crate::storage::Home;
@@ -56,8 +57,8 @@ impl LoggedIn {
 /// A transfer running in its own task.
 #[derive(Debug)]
 pub struct Running {
-    /// Resolves to the final reply (226, 426, 451, 552, ...).
-    pub handle: JoinHandle<Reply>,
+    /// Resolves to the final reply (226, 426, 451, 552, ...) and the work for after it.
+    pub handle: JoinHandle<Done>,
     /// Cancelled by ABOR, by the control connection closing, or by hard shutdown.
     pub abort: CancellationToken,
     /// What and where, for STAT.
@@ -316,6 +317,9 @@ pub struct Session {
     pub transfer: Option<Running>,
     /// Set by ABOR while a transfer runs: send 226 after the transfer's 426.
     pub abort_requested: bool,
+    /// The bookkeeping of a transfer that finished on the session task, for after the
+    /// command's reply (see `finish`).
+    pub after_reply: Option<AfterReply>,
     /// After AUTH TLS (or on an implicit-TLS listener): this control connection's TLS
     /// configuration, which its protected data connections must resume.
     pub tls: Option<crate::tls::SessionTls>,
@@ -325,20 +329,20 @@ pub struct Session {
 
 enum Event {
     Line(std::io::Result<Line>),
-    TransferDone(Reply),
+    TransferDone(Done),
     Idle,
     PassiveExpired,
     SoftShutdown,
     HardShutdown,
 }
 
-async fn join_transfer(t: &mut Option<Running>) -> Reply {
+async fn join_transfer(t: &mut Option<Running>) -> Done {
     match t {
         Some(r) => match (&mut r.handle).await {
-            Ok(reply) => reply,
+            Ok(done) => done,
             Err(e) => {
                 tracing::error!(error = %e, "transfer task failed");
-                Reply::new(451, "Transfer failed: local error")
+                Reply::new(451, "Transfer failed: local error").into()
             }
         },
         None => std::future::pending().await,
@@ -372,6 +376,7 @@ impl Session {
             st: State::default(),
             transfer: None,
             abort_requested: false,
+            after_reply: None,
             tls: None,
             span: span.clone(),
             _slot: slot,
@@ -459,9 +464,9 @@ impl Session {
                         t.abort.cancel();
                     }
                     if self.transfer.is_some() {
-                        let reply = join_transfer(&mut self.transfer).await;
+                        let done = join_transfer(&mut self.transfer).await;
                         self.transfer = None;
-                        self.conn.send(&reply).await?;
+                        self.reply_then(done).await?;
                     }
                     self.conn
                         .send(&Reply::new(421, "Server shutting down, goodbye"))
@@ -473,9 +478,9 @@ impl Session {
                     tracing::debug!("passive port unused until the accept timeout, released");
                     self.st.data = DataPlan::None;
                 }
-                Event::TransferDone(reply) => {
+                Event::TransferDone(done) => {
                     self.transfer = None;
-                    self.conn.send(&reply).await?;
+                    self.reply_then(done).await?;
                     if std::mem::take(&mut self.abort_requested) {
                         self.conn
                             .send(&Reply::new(226, "ABOR command successful"))
@@ -543,9 +548,9 @@ impl Session {
             }
             Ok(Command::Quit) => {
                 // RFC 959: QUIT during a transfer closes after the transfer's reply.
-                let reply = join_transfer(&mut self.transfer).await;
+                let done = join_transfer(&mut self.transfer).await;
                 self.transfer = None;
-                self.conn.send(&reply).await?;
+                self.reply_then(done).await?;
                 self.conn.send(&Reply::new(221, "Goodbye")).await?;
                 return Ok(Flow::Close);
             }
@@ -578,8 +583,20 @@ impl Session {
     async fn finish_transfer_on_close(&mut self) {
         if let Some(t) = &self.transfer {
             t.abort.cancel();
-            let _ = join_transfer(&mut self.transfer).await;
+            let done = join_transfer(&mut self.transfer).await;
             self.transfer = None;
+            if let Some(after) = done.after {
+                after.run().await;
+            }
         }
+    }
+
+    /// Sends a finished transfer's reply, then does its bookkeeping (also if sending failed).
+    async fn reply_then(&mut self, done: Done) -> std::io::Result<()> {
+        let sent = self.conn.send(&done.reply).await;
+        if let Some(after) = done.after {
+            after.run().await;
+        }
+        sent
     }
 }

@@ -26,6 +26,7 @@ use crate::data::DataPlan;
 use crate::digest::Digester;
 use crate::error::CommandError;
 use crate::events::{FileEvent, FileEventKind};
+use crate::finish::{AfterReply, Done, TransferLog, UploadCommit};
 use crate::net::Stream;
 use crate::server::Shared;
 use crate::sockopt::{self, Batching};
@@ -159,8 +160,16 @@ impl Ctx {
         }
     }
 
-    fn log(&self, path: &str, bytes: u64, started: Instant, incoming: bool, complete: bool) {
-        self.shared.xferlog.record(XferRecord {
+    /// The transfer's log entry, as it ends now (to write after the reply).
+    fn log_entry(
+        &self,
+        path: &str,
+        bytes: u64,
+        started: Instant,
+        incoming: bool,
+        complete: bool,
+    ) -> TransferLog {
+        let record = XferRecord {
             elapsed: started.elapsed(),
             remote: self.peer_ip,
             bytes,
@@ -169,15 +178,13 @@ impl Ctx {
             incoming,
             user: self.user.clone(),
             complete,
-        });
-        tracing::info!(
-            path,
-            bytes,
-            ms = started.elapsed().as_millis() as u64,
-            incoming,
-            complete,
-            "transfer"
-        );
+        };
+        TransferLog::new(self.shared.clone(), record)
+    }
+
+    fn log(&self, path: &str, bytes: u64, started: Instant, incoming: bool, complete: bool) {
+        self.log_entry(path, bytes, started, incoming, complete)
+            .write();
     }
 }
 
@@ -188,7 +195,7 @@ async fn close(ctx: &Ctx, mut stream: Stream) -> Result<(), Failure> {
 }
 
 /// Sends a listing (or any small buffer) over a data connection.
-pub async fn send_listing(ctx: Ctx, plan: DataPlan, bytes: Vec<u8>) -> Reply {
+pub async fn send_listing(ctx: Ctx, plan: DataPlan, bytes: Vec<u8>) -> Done {
     let result = async {
         let mut stream = ctx.connect(plan).await?;
         ctx.guard(stream.write_all(&bytes)).await?;
@@ -199,6 +206,7 @@ pub async fn send_listing(ctx: Ctx, plan: DataPlan, bytes: Vec<u8>) -> Reply {
         Ok(()) => Reply::new(226, "Transfer complete"),
         Err(f) => f.reply(""),
     }
+    .into()
 }
 
 /// Sends `file` from `offset` to `end` (exclusive; default its end).
@@ -209,7 +217,7 @@ pub async fn download(
     offset: u64,
     end: Option<u64>,
     path: String,
-) -> Reply {
+) -> Done {
     let started = Instant::now();
     let result: Result<u64, Failure> = async {
         let mut stream = ctx.connect(plan).await?;
@@ -236,18 +244,23 @@ pub async fn download(
     .await;
     // Bytes sent at once before this task took over are counted in `progress` too.
     let moved = ctx.progress.load(Ordering::Relaxed);
-    ctx.log(&path, moved, started, false, result.is_ok());
-    match result {
+    let log = ctx.log_entry(&path, moved, started, false, result.is_ok());
+    let reply = match result {
         Ok(_) => Reply::new(226, format!("Transfer complete ({moved} bytes)")),
         Err(f) => f.reply(&path),
+    };
+    Done {
+        reply,
+        after: Some(AfterReply::Log(Box::new(log))),
     }
 }
 
 /// How far a transfer tried at once on the session task came.
 #[derive(Debug)]
 pub enum AtOnce {
-    /// Everything was sent and the data connection closed: the final reply.
-    Done(Reply),
+    /// Everything was sent and the data connection closed: the final reply (and the log entry,
+    /// for after it).
+    Done(Done),
     /// The socket would block (`ctx.progress` says after how many bytes): the transfer goes on
     /// in a task with the connection (now registered with the runtime), and the 150 must go out
     /// first.
@@ -284,13 +297,13 @@ pub fn send_at_once(
     match result {
         Ok(Some(sent)) => {
             if is_file {
-                ctx.log(path, sent as u64, started, false, true);
-                Ok(AtOnce::Done(Reply::new(
-                    226,
-                    format!("Transfer complete ({sent} bytes)"),
-                )))
+                let log = ctx.log_entry(path, sent as u64, started, false, true);
+                Ok(AtOnce::Done(Done {
+                    reply: Reply::new(226, format!("Transfer complete ({sent} bytes)")),
+                    after: Some(AfterReply::Log(Box::new(log))),
+                }))
             } else {
-                Ok(AtOnce::Done(Reply::new(226, "Transfer complete")))
+                Ok(AtOnce::Done(Reply::new(226, "Transfer complete").into()))
             }
         }
         Ok(None) => {
@@ -587,7 +600,7 @@ impl Reservation {
 }
 
 /// Receives an upload.
-pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Reply {
+pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Done {
     let started = Instant::now();
     let path = up.path.as_str().to_string();
     let mut reservation = Reservation {
@@ -642,7 +655,7 @@ pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Reply {
         up.stou_name,
     )
     .await
-    .unwrap_or_else(|e| e.reply(&path))
+    .unwrap_or_else(|e| e.reply(&path).into())
 }
 
 /// Where an upload writes and what it may use of the quota.
@@ -890,7 +903,7 @@ async fn finish_upload(
     announce: bool,
     new_file_charged: bool,
     stou_name: Option<String>,
-) -> Result<Reply, CommandError> {
+) -> Result<Done, CommandError> {
     let shared = &ctx.shared;
     let accounts = &shared.accounts;
     let user_id = reservation.user_id;
@@ -899,7 +912,7 @@ async fn finish_upload(
     let written = ctx.progress.load(Ordering::Relaxed);
     // Commit and charge under the user's lock, so that concurrent uploads to one name, DELE and
     // RNTO each see the disk as the one before left it.
-    let _ledger = shared.lock_user(user_id).await;
+    let ledger = shared.lock_user(user_id).await;
     match outcome {
         Ok((bytes, version, digest)) => {
             let in_place = matches!(kind, UploadKind::InPlace);
@@ -938,29 +951,38 @@ async fn finish_upload(
                 )
             };
             // The upload's own digest is only the whole file's if it started at 0.
-            let sha = HashAlgo::Sha256.name();
             let digest = digest
-                .as_deref()
                 .filter(|_| offset == 0)
-                .map(|hex| (size, version, sha, hex));
-            accounts
-                .commit_upload(user_id, held, delta_bytes, delta_files, &vpath, digest)
-                .await?;
-            ctx.log(&vpath, bytes, started, true, true);
-            shared.events.publish(FileEvent {
-                user: ctx.user.clone(),
-                announce,
-                kind: FileEventKind::Uploaded {
-                    path: vpath.clone(),
-                    size,
-                },
-            });
-            Ok(match stou_name {
+                .map(|hex| (size, version, hex));
+            let reply = match stou_name {
                 Some(name) => Reply::new(
                     226,
                     format!("Transfer complete, stored as {name} ({bytes} bytes)"),
                 ),
                 None => Reply::new(226, format!("Transfer complete ({bytes} bytes)")),
+            };
+            // The file is in place: the 226 goes out first, the books follow (see `finish`).
+            let commit = UploadCommit {
+                ledger,
+                user_id,
+                held,
+                delta_bytes,
+                delta_files,
+                log: ctx.log_entry(&vpath, bytes, started, true, true),
+                event: FileEvent {
+                    user: ctx.user.clone(),
+                    announce,
+                    kind: FileEventKind::Uploaded {
+                        path: vpath.clone(),
+                        size,
+                    },
+                },
+                path: vpath,
+                digest,
+            };
+            Ok(Done {
+                reply,
+                after: Some(AfterReply::Upload(Box::new(commit))),
             })
         }
         Err(failure) => {
@@ -1006,7 +1028,7 @@ async fn finish_upload(
                 accounts.forget_digests(user_id, &vpath).await?;
             }
             ctx.log(&vpath, written, started, true, false);
-            Ok(failure.reply(&vpath))
+            Ok(failure.reply(&vpath).into())
         }
     }
 }

@@ -149,7 +149,11 @@ pub async fn dispatch(s: &mut Session, cmd: Command) -> std::io::Result<Flow> {
         Command::NotImplemented(verb) => Ok(Reply::new(502, format!("{verb} not implemented"))),
     };
     let reply = result.unwrap_or_else(|e| e.reply(&subject));
-    s.conn.send(&reply).await?;
+    let sent = s.conn.send(&reply).await;
+    if let Some(after) = s.after_reply.take() {
+        after.run().await;
+    }
+    sent?;
     Ok(Flow::Continue)
 }
 

@@ -16,6 +16,7 @@ use super::{logged_in, require, resolve};
 use crate::config::TlsPolicy;
 use crate::data::{canonical, DataPlan};
 use crate::error::CommandError;
+use crate::finish::Done;
 use crate::session::{Running, Session};
 use crate::storage::{blocking, metadata};
 use crate::transfer::{self, Ctx, Upload, UploadKind};
@@ -48,7 +49,7 @@ fn ensure_data(s: &Session) -> Result<(), CommandError> {
 fn spawn<F, Fut>(s: &mut Session, what: String, upload: bool, f: F)
 where
     F: FnOnce(Ctx, DataPlan) -> Fut,
-    Fut: Future<Output = Reply> + Send + 'static,
+    Fut: Future<Output = Done> + Send + 'static,
 {
     let ctx = transfer_ctx(s, upload);
     spawn_with(s, what, ctx, f);
@@ -58,7 +59,7 @@ where
 fn spawn_with<F, Fut>(s: &mut Session, what: String, ctx: Ctx, f: F)
 where
     F: FnOnce(Ctx, DataPlan) -> Fut,
-    Fut: Future<Output = Reply> + Send + 'static,
+    Fut: Future<Output = Done> + Send + 'static,
 {
     let plan = s.st.data.take();
     let (abort, progress) = (ctx.abort.clone(), ctx.progress.clone());
@@ -89,7 +90,8 @@ fn try_at_once(
     match transfer::send_at_once(ctx, tcp, data, path) {
         Ok(transfer::AtOnce::Done(done)) => {
             s.conn.hold(opening);
-            Some(done)
+            s.after_reply = done.after;
+            Some(done.reply)
         }
         Ok(transfer::AtOnce::Partial(tcp)) => {
             s.st.data = DataPlan::Connected(tcp);
