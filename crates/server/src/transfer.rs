@@ -541,8 +541,8 @@ pub struct Upload {
     pub offset: u64,
     /// Size of the existing file (0 for a new one): bytes up to here need no new quota.
     pub old_size: u64,
-    /// Whether a file slot was charged for a new file.
-    pub new_file_charged: bool,
+    /// How a new file is counted against the file quota.
+    pub slot: FileSlot,
     /// The user's byte quota (None: unlimited, no reservations needed).
     pub quota: Option<u64>,
     /// Compute SHA-256 while streaming.
@@ -651,11 +651,24 @@ pub async fn upload(ctx: Ctx, plan: DataPlan, up: Upload) -> Done {
         outcome,
         started,
         up.announce,
-        up.new_file_charged,
+        up.slot,
         up.stou_name,
     )
     .await
     .unwrap_or_else(|e| e.reply(&path).into())
+}
+
+/// How an upload's file is counted against the user's file quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileSlot {
+    /// The name existed: no new file.
+    Existing,
+    /// A new file, counted when the upload started (the user has a file quota, checked before
+    /// the 150).
+    Charged,
+    /// A new file, counted when it is committed or kept (no file quota: nothing to check, so
+    /// the start of the upload does not write to the ledger).
+    AtCommit,
 }
 
 /// Where an upload writes and what it may use of the quota.
@@ -901,7 +914,7 @@ async fn finish_upload(
     outcome: Result<(u64, Written, Option<String>), Failure>,
     started: Instant,
     announce: bool,
-    new_file_charged: bool,
+    slot: FileSlot,
     stou_name: Option<String>,
 ) -> Result<Done, CommandError> {
     let shared = &ctx.shared;
@@ -938,17 +951,19 @@ async fn finish_upload(
             let version = version.version;
             // Charge what the disk gained: new size minus what was there just before the commit.
             let (delta_bytes, delta_files) = if in_place {
-                (size as i64 - old_size as i64, 0)
+                (
+                    size as i64 - old_size as i64,
+                    i64::from(slot == FileSlot::AtCommit),
+                )
             } else {
                 let replaced = before.unwrap_or(0);
-                (
-                    size as i64 - replaced as i64,
-                    if new_file_charged && before.is_some() {
-                        -1
-                    } else {
-                        0
-                    },
-                )
+                let files = match slot {
+                    // Counted at the start, but the name was taken meanwhile: no new file.
+                    FileSlot::Charged if before.is_some() => -1,
+                    FileSlot::AtCommit if before.is_none() => 1,
+                    _ => 0,
+                };
+                (size as i64 - replaced as i64, files)
             };
             // The upload's own digest is only the whole file's if it started at 0.
             let digest = digest
@@ -1014,15 +1029,18 @@ async fn finish_upload(
             })
             .await
             .unwrap_or(None);
-            match (&kept, new_file_charged) {
-                (Some(size), true) => accounts.settle(user_id, held, *size as i64, 0).await?,
-                (None, true) => accounts.settle(user_id, held, 0, -1).await?,
-                (Some(size), false) => {
+            match (&kept, slot) {
+                (Some(size), FileSlot::Charged) => {
+                    accounts.settle(user_id, held, *size as i64, 0).await?
+                }
+                (None, FileSlot::Charged) => accounts.settle(user_id, held, 0, -1).await?,
+                (Some(size), FileSlot::AtCommit | FileSlot::Existing) => {
+                    let files = i64::from(slot == FileSlot::AtCommit);
                     accounts
-                        .settle(user_id, held, *size as i64 - old_size as i64, 0)
+                        .settle(user_id, held, *size as i64 - old_size as i64, files)
                         .await?
                 }
-                (None, false) => accounts.release(user_id, held).await?,
+                (None, _) => accounts.release(user_id, held).await?,
             }
             if kept.is_some() {
                 accounts.forget_digests(user_id, &vpath).await?;

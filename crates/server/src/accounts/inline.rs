@@ -186,6 +186,7 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap()
+                .0
                 .used_files,
             1
         );
@@ -213,7 +214,7 @@ mod tests {
                     "begin" => acc2
                         .begin_upload(id, true)
                         .await
-                        .map(|u| u.map(|u| u.used_files)),
+                        .map(|u| u.map(|(u, _)| u.used_files)),
                     _ => acc2
                         .commit_upload(id, 0, 50, 0, "/b", Some((50, 8, "SHA-256", "bb")))
                         .await
@@ -261,9 +262,10 @@ mod tests {
         let id = acc.add_user(new_user("alice", "pw")).await.unwrap().id;
         let commits = 6 * CHECKPOINT_EVERY;
         for i in 0..commits {
-            acc.begin_upload(id, true).await.unwrap().unwrap();
+            let (_, charged) = acc.begin_upload(id, true).await.unwrap().unwrap();
             let path = format!("/d/f{i:05}");
-            acc.commit_upload(id, 0, 10, 0, &path, Some((10, 1, "SHA-256", "00")))
+            let files = i64::from(!charged);
+            acc.commit_upload(id, 0, 10, files, &path, Some((10, 1, "SHA-256", "00")))
                 .await
                 .unwrap();
         }

@@ -175,28 +175,30 @@ impl Accounts {
         self.usage(user_id).await.map(|_| false)
     }
 
-    /// At the start of an upload: the user's ledger and limits, and for a new file
-    /// (`new_file`) one more file counted if the file quota allows it, in one statement.
-    /// `None`: the file quota is full (nothing changed).
+    /// At the start of an upload: the user's ledger and limits, and whether a new file
+    /// (`new_file`) was counted now. Under a file quota a new file is counted here, in one
+    /// statement, if the quota allows it; without one there is nothing to check, and the file
+    /// is counted when it is committed ([`Accounts::commit_upload`]), so the start of an upload
+    /// only reads. `None`: the file quota is full (nothing changed).
     pub async fn begin_upload(
         &self,
         user_id: i64,
         new_file: bool,
-    ) -> Result<Option<Usage>, AccountError> {
-        if !new_file {
-            let inline = self.inline(|conn| {
-                inline::run(conn, &USAGE_BY_ID_SQL, &[&user_id], inline::usage_from)
-            });
-            return match inline {
-                Some(Some(usage)) => Ok(Some(usage)),
-                _ => self.usage(user_id).await.map(Some),
-            };
+    ) -> Result<Option<(Usage, bool)>, AccountError> {
+        let inline = self
+            .inline(|conn| inline::run(conn, &USAGE_BY_ID_SQL, &[&user_id], inline::usage_from));
+        let usage = match inline {
+            Some(Some(usage)) => usage,
+            _ => self.usage(user_id).await?,
+        };
+        if !new_file || usage.quota_files.is_none() {
+            return Ok(Some((usage, false)));
         }
         let inline = self.inline(|conn| {
             inline::run(conn, begin_new_file_sql!(), &[&user_id], inline::usage_from)
         });
         let row = match inline {
-            Some(Some(usage)) => return Ok(Some(usage)),
+            Some(Some(usage)) => return Ok(Some((usage, true))),
             Some(None) => None,
             None => {
                 sqlx::query(begin_new_file_sql!())
@@ -206,7 +208,7 @@ impl Accounts {
             }
         };
         match row {
-            Some(row) => Ok(Some(usage_from_row(&row)?)),
+            Some(row) => Ok(Some((usage_from_row(&row)?, true))),
             // Refused: tell a full quota from a vanished user (only the error depends on this).
             None => self.usage(user_id).await.map(|_| None),
         }
@@ -374,7 +376,11 @@ mod tests {
     async fn commit_upload_settles_and_replaces_digests_in_one_step() {
         let (_d, acc) = open_temp().await;
         let u = user_with_quota(&acc, Some(10 * MIB), Some(3)).await;
-        let before = acc.begin_upload(u.id, true).await.unwrap().unwrap();
+        let (before, charged) = acc.begin_upload(u.id, true).await.unwrap().unwrap();
+        assert!(
+            charged,
+            "under a file quota the file is counted at the start"
+        );
         assert_eq!(before.used_files, 1);
         assert_eq!(before.quota_bytes, Some(10 * MIB));
         assert_eq!(before.quota_files, Some(3));
@@ -429,6 +435,19 @@ mod tests {
         for _ in 0..8 {
             acc.charge(u.id, 1, 0).await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn without_a_file_quota_a_new_file_is_counted_at_its_commit() {
+        let (_d, acc) = open_temp().await;
+        let u = user_with_quota(&acc, Some(10 * MIB), None).await;
+        let (usage, charged) = acc.begin_upload(u.id, true).await.unwrap().unwrap();
+        assert!(!charged);
+        assert_eq!((usage.used_files, usage.quota_bytes), (0, Some(10 * MIB)));
+        assert_eq!(acc.usage(u.id).await.unwrap().used_files, 0);
+        acc.commit_upload(u.id, 0, 5, 1, "/n", None).await.unwrap();
+        let after = acc.usage(u.id).await.unwrap();
+        assert_eq!((after.used_bytes, after.used_files), (5, 1));
     }
 
     #[tokio::test]

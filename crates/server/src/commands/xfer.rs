@@ -19,7 +19,7 @@ use crate::error::CommandError;
 use crate::finish::Done;
 use crate::session::{Running, Session};
 use crate::storage::{blocking, metadata};
-use crate::transfer::{self, Ctx, Upload, UploadKind};
+use crate::transfer::{self, Ctx, FileSlot, Upload, UploadKind};
 
 /// STOR or APPE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,7 +348,7 @@ async fn store(
     // The checks that need no file system; what was opened is undone if one fails.
     let checked = match ensure_data(s) {
         Ok(()) => match shared.accounts.begin_upload(user.id, is_new).await {
-            Ok(Some(usage)) => Ok(usage),
+            Ok(Some((usage, charged))) => Ok((usage, charged)),
             Ok(None) => {
                 let limit = shared
                     .accounts
@@ -365,8 +365,8 @@ async fn store(
         },
         Err(e) => Err(e),
     };
-    let usage = match checked {
-        Ok(usage) => usage,
+    let (usage, charged) = match checked {
+        Ok(begun) => begun,
         Err(e) => {
             let (h, t) = (home.clone(), target.clone());
             let _ = metadata(move || {
@@ -409,7 +409,11 @@ async fn store(
         file,
         offset,
         old_size,
-        new_file_charged: is_new,
+        slot: match (is_new, charged) {
+            (false, _) => FileSlot::Existing,
+            (true, true) => FileSlot::Charged,
+            (true, false) => FileSlot::AtCommit,
+        },
         quota: usage.quota_bytes,
         hash: shared.config.ftp.hash_uploads,
         stou_name,
