@@ -30,9 +30,9 @@ impl PassivePorts {
         }
     }
 
-    /// Binds a listener on `ip` at the next free port of the range. It is a plain non-blocking
-    /// socket, not registered with the runtime (see [`Passive`]).
-    pub fn bind(&self, ip: IpAddr) -> io::Result<std::net::TcpListener> {
+    /// Binds a listener on `ip` at the next free port of the range; the listener and its port.
+    /// It is a plain non-blocking socket, not registered with the runtime (see [`Passive`]).
+    pub fn bind(&self, ip: IpAddr) -> io::Result<(std::net::TcpListener, u16)> {
         use socket2::{Domain, Socket, Type};
         let span = u32::from(self.hi - self.lo) + 1;
         let tries = span.min(256);
@@ -49,7 +49,7 @@ impl PassivePorts {
             match socket.bind(&SocketAddr::new(ip, port).into()) {
                 Ok(()) => {
                     socket.listen(8)?;
-                    return Ok(socket.into());
+                    return Ok((socket.into(), port));
                 }
                 Err(e) => last = e,
             }
@@ -251,7 +251,6 @@ impl DataPlan {
                 }
             }
         };
-        let _ = stream.set_nodelay(true);
         Ok(stream)
     }
 }
@@ -288,7 +287,7 @@ mod tests {
     #[tokio::test]
     async fn passive_port_is_released_after_the_accept_timeout() {
         let ports = PassivePorts::new(20000, 20999);
-        let listener = ports.bind("127.0.0.1".parse().unwrap()).unwrap();
+        let (listener, _) = ports.bind("127.0.0.1".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let plan = DataPlan::passive(
             listener,
@@ -305,7 +304,7 @@ mod tests {
 
     fn passive_plan(timeout: Duration) -> (DataPlan, SocketAddr) {
         let ports = PassivePorts::new(20000, 20999);
-        let listener = ports.bind("127.0.0.1".parse().unwrap()).unwrap();
+        let (listener, _) = ports.bind("127.0.0.1".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let plan = DataPlan::passive(listener, "127.0.0.1".parse().unwrap(), timeout);
         (plan, addr)

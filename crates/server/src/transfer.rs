@@ -112,12 +112,17 @@ impl Failure {
 }
 
 impl Ctx {
-    async fn connect(&self, plan: DataPlan) -> Result<Stream, Failure> {
+    /// Opens the data connection (and its TLS). `sends`: we send the data (a download or a
+    /// listing), so segments go out at once; a plain upload's connection carries nothing of ours.
+    async fn connect(&self, plan: DataPlan, sends: bool) -> Result<Stream, Failure> {
         let timeout = self.shared.config.limits.data_accept_timeout();
         let tcp = tokio::select! {
             _ = self.abort.cancelled() => return Err(Failure::Aborted),
             r = plan.connect(self.local_ip, timeout) => r.map_err(Failure::Data)?,
         };
+        if sends || self.tls.is_some() {
+            let _ = tcp.set_nodelay(true);
+        }
         let Some(config) = &self.tls else {
             return Ok(Stream::Plain(tcp));
         };
@@ -194,10 +199,18 @@ async fn close(ctx: &Ctx, mut stream: Stream) -> Result<(), Failure> {
     ctx.guard(stream.shutdown()).await
 }
 
+/// Ends a received upload's data connection: over TLS with our close_notify (answering the
+/// client's) and a FIN. Plain TCP needs no call before the socket is dropped, which sends the FIN.
+async fn end_upload(ctx: &Ctx, stream: &mut Stream) {
+    if stream.is_tls() {
+        let _ = ctx.guard(stream.shutdown()).await;
+    }
+}
+
 /// Sends a listing (or any small buffer) over a data connection.
 pub async fn send_listing(ctx: Ctx, plan: DataPlan, bytes: Vec<u8>) -> Done {
     let result = async {
-        let mut stream = ctx.connect(plan).await?;
+        let mut stream = ctx.connect(plan, true).await?;
         ctx.guard(stream.write_all(&bytes)).await?;
         close(&ctx, stream).await
     }
@@ -220,7 +233,7 @@ pub async fn download(
 ) -> Done {
     let started = Instant::now();
     let result: Result<u64, Failure> = async {
-        let mut stream = ctx.connect(plan).await?;
+        let mut stream = ctx.connect(plan, true).await?;
         let size = file.metadata().map_err(Failure::Disk)?.len();
         let end = end.map_or(size, |e| e.min(size));
         // Corked, only full segments leave while the file streams (see `sockopt`).
@@ -726,7 +739,7 @@ async fn receive_buffered(
     limits: &Limits,
     reservation: &mut Reservation,
 ) -> Result<(u64, Written, Option<String>), Failure> {
-    let mut stream = ctx.connect(plan).await?;
+    let mut stream = ctx.connect(plan, false).await?;
     let mut file = file;
     let mut digest = hash.then(|| Digester::new(HashAlgo::Sha256));
     // A small upload is done before a writer thread would have started: it is written (and
@@ -747,7 +760,7 @@ async fn receive_buffered(
         if let Some(f) = failure {
             return Err(f);
         }
-        let _ = ctx.guard(stream.shutdown()).await;
+        end_upload(ctx, &mut stream).await;
         let version = stat_written(&file).map_err(Failure::Disk)?;
         return Ok((n, version, digest.map(Digester::finish_hex)));
     }
@@ -805,7 +818,7 @@ async fn receive_buffered(
                 // Over TLS, EOF means the client's close_notify arrived (a bare TCP close is an
                 // error from the TLS layer, so a truncated upload never looks complete).
                 // Answer with ours.
-                let _ = ctx.guard(stream.shutdown()).await;
+                end_upload(ctx, &mut stream).await;
                 return Ok(written);
             }
         }
@@ -867,7 +880,7 @@ async fn receive_inline(
     limits: &Limits,
     reservation: &mut Reservation,
 ) -> Result<(u64, Written, Option<String>), Failure> {
-    let mut stream = ctx.connect(plan).await?;
+    let mut stream = ctx.connect(plan, false).await?;
     let mut file = file;
     let mut buf = Vec::with_capacity(SMALL_UPLOAD);
     let mut written: u64 = 0;
@@ -895,7 +908,7 @@ async fn receive_inline(
             return Err(f);
         }
         if eof {
-            let _ = ctx.guard(stream.shutdown()).await;
+            end_upload(ctx, &mut stream).await;
             let version = stat_written(&file).map_err(Failure::Disk)?;
             return Ok((written, version, None));
         }

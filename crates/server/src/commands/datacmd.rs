@@ -27,11 +27,10 @@ fn open_passive(s: &mut Session) -> Result<u16, CommandError> {
         return Err(CommandError::Busy("Transfer in progress"));
     }
     s.st.data = DataPlan::None; // releases a previous passive port first
-    let listener = s.shared.passive.bind(s.local.ip()).map_err(|e| {
+    let (listener, port) = s.shared.passive.bind(s.local.ip()).map_err(|e| {
         tracing::warn!(error = %e, "no passive port available");
         CommandError::DataConnection("no passive port available, try again".into())
     })?;
-    let port = listener.local_addr().map_err(CommandError::from_io)?.port();
     s.st.data = DataPlan::passive(
         listener,
         s.peer.ip(),
