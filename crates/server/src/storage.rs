@@ -172,13 +172,14 @@ impl Home {
         self.dir.rename(rel(from), &self.dir, rel(to))
     }
 
-    /// Opens a regular file for reading.
-    pub fn open_read(&self, p: &VirtualPath) -> io::Result<std::fs::File> {
+    /// Opens a regular file for reading; the file and its size.
+    pub fn open_read(&self, p: &VirtualPath) -> io::Result<(std::fs::File, u64)> {
         let file = self.dir.open(rel(p))?.into_std();
-        if !file.metadata()?.is_file() {
+        let meta = file.metadata()?;
+        if !meta.is_file() {
             return Err(io::Error::from(io::ErrorKind::IsADirectory));
         }
-        Ok(file)
+        Ok((file, meta.len()))
     }
 
     /// Opens an existing regular file for writing in place (REST + STOR, APPE); `create` makes it

@@ -294,18 +294,15 @@ pub fn send_at_once(
 ) -> io::Result<AtOnce> {
     let started = Instant::now();
     let is_file = matches!(what, AtOnceData::File { .. });
-    let result = write_at_once(&tcp, what).and_then(|sent| {
+    let result = write_at_once(&tcp, what).map(|sent| {
         ctx.progress.store(sent as u64, Ordering::Relaxed);
         // Short: the socket is full, unless the file shrank under us (then that is all).
         let short = sent < what.size()
             && !matches!(what, AtOnceData::File { file, offset, .. } if file
                 .metadata()
                 .is_ok_and(|m| m.len() <= offset + sent as u64));
-        if short {
-            return Ok(None);
-        }
-        tcp.shutdown(std::net::Shutdown::Write)?;
-        Ok(Some(sent))
+        // Done: dropping `tcp` below closes it, which sends the FIN after the data.
+        (!short).then_some(sent)
     });
     match result {
         Ok(Some(sent)) => {

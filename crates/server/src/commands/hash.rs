@@ -42,7 +42,7 @@ async fn compute(
     let (home, t) = (login.home.clone(), target.clone());
     let user_id = login.user.id;
     let (mut file, size, mtime) = blocking(move || {
-        let file = home.open_read(&t)?;
+        let (file, _) = home.open_read(&t)?;
         let meta = home.stat(&t)?;
         Ok((file, meta.len(), meta_version(&meta)))
     })

@@ -181,9 +181,8 @@ pub async fn retr(s: &mut Session, path: &str) -> Result<Reply, CommandError> {
     require(login.user.perms.read)?;
     let target = resolve(s, path)?;
     let (home, t) = (login.home.clone(), target.clone());
-    let file = metadata(move || Ok(home.open_read(&t)?)).await?;
+    let (file, size) = metadata(move || Ok(home.open_read(&t)?)).await?;
     ensure_data(s)?;
-    let size = file.metadata().map_err(CommandError::from_io)?.len();
     if offset > size {
         return Ok(Reply::new(
             554,
