@@ -8,6 +8,7 @@ from __future__ import annotations
 import ftplib
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -154,6 +155,39 @@ def stall_srv(make_ferry):
     s = f.serve("limits.transfer_stall_timeout_secs=2", "limits.failed_login_delay_ms=50")
     yield s, alice
     s.stop()
+
+
+def test_a_client_that_stops_reading_its_replies_is_dropped(stall_srv):
+    # Commands keep coming but no reply is read: once the socket buffers are full, a reply
+    # waits at most the stall timeout (2 s here), then the server closes the connection.
+    s, alice = stall_srv
+    c = s.ctrl(alice, timeout=20)
+    sent = 100_000
+
+    def flood():
+        try:
+            c.sock.sendall(b"FEAT\r\n" * sent)
+        except OSError:
+            pass  # the server closed the connection under our feet
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    try:
+        flooder.start()
+        time.sleep(6)
+        got = b""
+        c.settimeout(10)
+        try:
+            while chunk := c.sock.recv(1 << 16):
+                got += chunk
+        except ConnectionResetError:
+            pass
+        except TimeoutError:
+            pytest.fail(f"the session still waits for us after {len(got)} bytes of replies")
+        answered = got.count(b"\r\n211 End")
+        assert 0 < answered < sent, f"{answered} of {sent} FEATs answered before the close"
+    finally:
+        c.close()
+        flooder.join(10)
 
 
 def test_stalled_upload_times_out_and_keeps_partial(stall_srv):

@@ -186,7 +186,9 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// Seconds a passive port waits for the client's data connection. Default 30.
     pub data_accept_timeout_secs: u64,
-    /// Seconds a transfer may make no progress before it is failed. Default 120.
+    /// Seconds a transfer may make no progress before it is failed, and a reply may wait for a
+    /// client that has stopped reading its control connection before the session is closed.
+    /// Default 120.
     pub transfer_stall_timeout_secs: u64,
     /// Milliseconds to wait before answering a failed login. Default 1000.
     pub failed_login_delay_ms: u64,

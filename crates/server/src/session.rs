@@ -151,6 +151,9 @@ pub struct Conn {
     rbuf: BytesMut,
     wbuf: Vec<u8>,
     max_line: usize,
+    /// How long a reply may wait for the client to make room for it (the transfer stall
+    /// timeout): a client that stops reading its replies is dropped, not waited for.
+    send_limit: Duration,
     discarding: bool,
     eof: bool,
 }
@@ -167,12 +170,13 @@ pub enum Line {
 }
 
 impl Conn {
-    fn new(stream: Stream, max_line: usize) -> Conn {
+    fn new(stream: Stream, max_line: usize, send_limit: Duration) -> Conn {
         Conn {
             stream,
             rbuf: BytesMut::new(),
             wbuf: Vec::new(),
             max_line,
+            send_limit,
             discarding: false,
             eof: false,
         }
@@ -248,7 +252,16 @@ impl Conn {
     /// idle session holds none.
     pub async fn send(&mut self, reply: &Reply) -> std::io::Result<()> {
         reply.encode(&mut self.wbuf);
-        let sent = self.stream.write_all(&self.wbuf).await;
+        // The timer only starts if the write has to wait: a reply the socket takes at once
+        // costs no timer.
+        let sent =
+            match tokio::time::timeout(self.send_limit, self.stream.write_all(&self.wbuf)).await {
+                Ok(sent) => sent,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client stopped reading its replies",
+                )),
+            };
         self.wbuf = Vec::new();
         crate::spin::kick();
         sent
@@ -367,12 +380,13 @@ impl Session {
         // ftplib and others send ABOR as TCP urgent data; keep it in the byte stream.
         let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
         let max_line = shared.config.limits.max_line_len;
+        let send_limit = shared.config.limits.stall_timeout();
         let mut session = Session {
             shared,
             id,
             peer,
             local,
-            conn: Conn::new(Stream::Plain(stream), max_line),
+            conn: Conn::new(Stream::Plain(stream), max_line, send_limit),
             st: State::default(),
             transfer: None,
             abort_requested: false,
