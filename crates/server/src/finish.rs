@@ -45,7 +45,9 @@ impl AfterReply {
     pub async fn run(self) {
         match self {
             AfterReply::Log(log) => log.write(),
-            AfterReply::Upload(commit) => commit.run().await,
+            // Boxed: the database futures are large, and a session awaits this in its own
+            // state, which is what every idle session costs.
+            AfterReply::Upload(commit) => Box::pin(commit.run()).await,
         }
     }
 }

@@ -5,9 +5,11 @@
 //! runs); other commands that arrive meanwhile are queued and run after its final reply.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -158,6 +160,24 @@ pub struct Conn {
     eof: bool,
 }
 
+/// Writes all of `buf`, waiting at most `limit` for a client that does not make room for it.
+/// The timer exists only if the socket does not take the bytes at once, and then on the heap:
+/// it is not part of the session's own state, which is what an idle session costs.
+async fn write_bounded(stream: &mut Stream, buf: &[u8], limit: Duration) -> std::io::Result<()> {
+    let mut write = std::pin::pin!(stream.write_all(buf));
+    let first = std::future::poll_fn(|cx| Poll::Ready(Future::poll(write.as_mut(), cx))).await;
+    if let Poll::Ready(done) = first {
+        return done;
+    }
+    match Box::pin(tokio::time::timeout(limit, write)).await {
+        Ok(done) => done,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client stopped reading its replies",
+        )),
+    }
+}
+
 /// The outcome of reading one line.
 #[derive(Debug)]
 pub enum Line {
@@ -252,16 +272,7 @@ impl Conn {
     /// idle session holds none.
     pub async fn send(&mut self, reply: &Reply) -> std::io::Result<()> {
         reply.encode(&mut self.wbuf);
-        // The timer only starts if the write has to wait: a reply the socket takes at once
-        // costs no timer.
-        let sent =
-            match tokio::time::timeout(self.send_limit, self.stream.write_all(&self.wbuf)).await {
-                Ok(sent) => sent,
-                Err(_) => Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the client stopped reading its replies",
-                )),
-            };
+        let sent = write_bounded(&mut self.stream, &self.wbuf, self.send_limit).await;
         self.wbuf = Vec::new();
         crate::spin::kick();
         sent
