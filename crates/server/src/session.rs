@@ -616,8 +616,8 @@ impl Session {
         }
     }
 
-    /// Sends a finished transfer's reply, then does its bookkeeping (also if sending failed).
-    async fn reply_then(&mut self, done: Done) -> std::io::Result<()> {
+    /// Sends a reply, then the bookkeeping of the transfer it ends (also if sending failed).
+    pub async fn reply_then(&mut self, done: Done) -> std::io::Result<()> {
         let sent = self.conn.send(&done.reply).await;
         if let Some(after) = done.after {
             after.run().await;

@@ -149,11 +149,8 @@ pub async fn dispatch(s: &mut Session, cmd: Command) -> std::io::Result<Flow> {
         Command::NotImplemented(verb) => Ok(Reply::new(502, format!("{verb} not implemented"))),
     };
     let reply = result.unwrap_or_else(|e| e.reply(&subject));
-    let sent = s.conn.send(&reply).await;
-    if let Some(after) = s.after_reply.take() {
-        after.run().await;
-    }
-    sent?;
+    let after = s.after_reply.take();
+    s.reply_then(crate::finish::Done { reply, after }).await?;
     Ok(Flow::Continue)
 }
 
