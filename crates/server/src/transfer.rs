@@ -40,8 +40,10 @@ const SMALL_UPLOAD: usize = 64 * 1024;
 /// Upload buffer size; at most [`UPLOAD_BUFFERS`] of them per upload.
 const UPLOAD_BUF: usize = 512 * 1024;
 const UPLOAD_BUFFERS: usize = 4;
-/// Buffer of an upload written on the socket task (no digest to compute).
-const INLINE_BUF: usize = 1 << 20;
+/// Buffer of an upload written on the socket task (no digest to compute). 2 MiB, not 1: on this
+/// project's 2-vCPU VM a 1 GiB `curl -T` over loopback went from ~1,700–2,000 to ~2,200 MB/s
+/// (the sender's CPU per GiB down ~15 %), with the same receive watermark; 4 MiB was no faster.
+const INLINE_BUF: usize = 2 << 20;
 /// Largest single `sendfile` call.
 const SENDFILE_CHUNK: usize = 4 << 20;
 /// Quota reservations grow geometrically between these bounds.
