@@ -10,6 +10,7 @@ pub mod digest;
 pub mod error;
 pub mod events;
 pub mod finish;
+pub mod heap;
 pub mod net;
 pub mod server;
 pub mod session;

@@ -110,6 +110,8 @@ impl Shared {
 #[derive(Debug, Default)]
 struct SlotCounts {
     total: usize,
+    /// Connections opened plus connections closed, ever (see [`Slots::churn`]).
+    churn: u64,
     per_ip: HashMap<IpAddr, usize>,
     per_user: HashMap<String, usize>,
 }
@@ -167,6 +169,7 @@ impl Slots {
         }
         *n += 1;
         c.total += 1;
+        c.churn += 1;
         Ok(ConnSlot {
             slots: self.clone(),
             ip,
@@ -185,6 +188,12 @@ impl Slots {
             slots: self.clone(),
             user: user.to_string(),
         })
+    }
+
+    /// Connections opened plus connections closed since start: unchanged between two looks
+    /// means no connection came or went in between.
+    pub fn churn(&self) -> u64 {
+        self.lock().churn
     }
 
     /// Sessions open now.
@@ -209,6 +218,7 @@ impl Drop for ConnSlot {
     fn drop(&mut self) {
         let mut c = self.slots.lock();
         c.total = c.total.saturating_sub(1);
+        c.churn += 1;
         if let Some(n) = c.per_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -423,6 +433,9 @@ impl Server {
             });
         }
         drop(self.listeners);
+        shared
+            .tracker
+            .spawn(crate::heap::trim_after_bursts(shared.clone()));
         if shared.config.chat.announce_files {
             shared
                 .tracker
@@ -558,5 +571,22 @@ mod tests {
             "{per_socket:?}"
         );
         assert!(per_socket.iter().all(|&n| n > 0), "{per_socket:?}");
+    }
+
+    #[test]
+    fn churn_counts_every_connection_opened_and_closed_and_nothing_else() {
+        let slots = Slots::default();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(slots.churn(), 0);
+        let a = slots.connect(ip, 10, 1).unwrap();
+        assert_eq!(slots.churn(), 1);
+        // A refused connection took no slot and is no churn.
+        assert!(slots.connect(ip, 10, 1).is_err());
+        let login = slots.login("alice", 5).unwrap();
+        assert_eq!(slots.churn(), 1);
+        drop(login);
+        drop(a);
+        assert_eq!(slots.churn(), 2);
+        assert_eq!(slots.total(), 0);
     }
 }
