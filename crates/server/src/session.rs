@@ -411,7 +411,8 @@ impl Session {
             tracing::debug!("connected");
             if implicit {
                 // Implicit FTPS: the connection starts with the TLS handshake.
-                if let Err(e) = session.start_tls().await {
+                // Boxed: the handshake's state is large and needed once, not while idle.
+                if let Err(e) = Box::pin(session.start_tls()).await {
                     tracing::debug!(error = %e, "implicit TLS handshake failed");
                     return;
                 }
@@ -473,14 +474,32 @@ impl Session {
             let event = {
                 let Session { conn, transfer, .. } = &mut *self;
                 let busy = transfer.is_some();
+                // One timer and one shutdown wait, not one per cause: what this select holds
+                // is part of every idle session's size. The hard shutdown comes after the soft
+                // one, so it is waited for once closing.
+                let wake = match (passive, busy) {
+                    (Some(p), true) => Some(p),
+                    (Some(p), false) => Some(p.min(deadline)),
+                    (None, false) => Some(deadline),
+                    (None, true) => None,
+                };
+                let stop = if closing {
+                    &shutdown.hard
+                } else {
+                    &shutdown.soft
+                };
                 tokio::select! {
                     biased;
-                    _ = shutdown.hard.cancelled() => Event::HardShutdown,
-                    _ = shutdown.soft.cancelled(), if !closing => Event::SoftShutdown,
+                    _ = stop.cancelled() => if closing { Event::HardShutdown } else { Event::SoftShutdown },
                     reply = join_transfer(transfer), if busy => Event::TransferDone(reply),
                     line = conn.next_line() => Event::Line(line),
-                    _ = sleep_until(passive.unwrap_or(deadline)), if passive.is_some() => Event::PassiveExpired,
-                    _ = sleep_until(deadline), if !busy => Event::Idle,
+                    _ = sleep_until(wake.unwrap_or(deadline)), if wake.is_some() => {
+                        if passive.is_some_and(|p| p <= tokio::time::Instant::now()) {
+                            Event::PassiveExpired
+                        } else {
+                            Event::Idle
+                        }
+                    }
                 }
             };
             match event {
@@ -534,7 +553,9 @@ impl Session {
                                 .await?;
                         }
                         Line::Complete(line) if self.transfer.is_some() => {
-                            if self.handle_during_transfer(line, &mut queue).await? == Flow::Close {
+                            // Boxed, as it is rare: its state would size every idle session.
+                            let during = Box::pin(self.handle_during_transfer(line, &mut queue));
+                            if during.await? == Flow::Close {
                                 return Ok(());
                             }
                         }
