@@ -7,6 +7,7 @@ nicks as the server assigned them (a second connection of an account is `alice2`
 from __future__ import annotations
 
 import re
+import signal
 import ssl
 import time
 from types import SimpleNamespace
@@ -679,6 +680,26 @@ def test_ping_timeout_disconnects_silent_client(make_ferry, closing):
     assert lines_where(watcher.log, "PING"), "the watcher was never pinged"
     watcher.sync()
     s.stop()
+
+
+def test_shutdown_tells_registered_and_registering_clients_and_closes_them(make_ferry, closing):
+    """Registered clients are told by the chat's keeper task, one still registering by its own
+    wait; neither holds up the exit (the grace period is long here)."""
+    f = make_ferry("chatstop")
+    alice = f.add_user("alice")
+    s = f.serve("limits.shutdown_grace_secs=60")
+    reg = closing(s.irc())
+    reg.register(alice)
+    half = closing(s.irc())
+    half.send("NICK halfway")  # never completes registration
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    assert s.stop(signal.SIGTERM, timeout=30) == 0, s.stderr_tail()
+    assert time.monotonic() - t0 < 15, "chat clients held up shutdown"
+    for c in (reg, half):
+        assert c.closed(10), c.recent()
+        err = lines_where(c.log, "ERROR")
+        assert err and "Server shutting down" in err[0].text, c.recent()
 
 
 def test_chat_over_tls(make_ferry, closing, uniq):

@@ -399,6 +399,7 @@ impl Server {
         signal: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let shared = self.shared;
+        let chat = (self.listeners.iter()).any(|(_, k)| matches!(k, Kind::Chat | Kind::ChatTls));
         let shards = Shards::start(threads)?;
         let window = Duration::from_micros(shared.config.ftp.poll_after_reply_us);
         if !window.is_zero() {
@@ -436,6 +437,11 @@ impl Server {
         shared
             .tracker
             .spawn(crate::heap::trim_after_bursts(shared.clone()));
+        if chat {
+            shared
+                .tracker
+                .spawn(crate::chat::keeper::run(shared.clone()));
+        }
         if shared.config.chat.announce_files {
             shared
                 .tracker

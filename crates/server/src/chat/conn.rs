@@ -16,6 +16,7 @@ use base64::Engine as _;
 use ferry_proto::irc::{self, Message};
 
 use super::hub::{line, Caps, Hub, HubError, Identity};
+use super::keeper;
 use super::outbox::Outbox;
 use super::wire::{Event, Framed, Wire};
 use crate::accounts::{AuthError, ChatLine, FailureVerdict, User};
@@ -100,7 +101,8 @@ pub fn run(
             }
         }
         let reason = conn.serve(&mut wire).await;
-        conn.close(&mut wire, reason).await;
+        // Boxed: needed once, at the end; its state would size every idle connection.
+        Box::pin(conn.close(&mut wire, reason)).await;
     }
 }
 
@@ -150,53 +152,78 @@ impl Conn {
     }
 
     async fn serve(&mut self, wire: &mut Wire) -> String {
+        // Boxed: the registration deadline's timer and the shutdown wait exist only until the
+        // client is registered; then the keeper (see `keeper`) does both for every client.
+        if let Some(reason) = Box::pin(self.serve_unregistered(wire)).await {
+            return reason;
+        }
+        self.serve_registered(wire).await
+    }
+
+    /// Until registered: lines, the registration deadline and shutdown. `None` once registered.
+    async fn serve_unregistered(&mut self, wire: &mut Wire) -> Option<String> {
         let cfg = &self.shared.config.chat;
-        let reg_deadline =
+        let deadline =
             tokio::time::Instant::now() + Duration::from_secs(cfg.registration_timeout_secs);
-        let ping_every = Duration::from_secs(cfg.ping_interval_secs);
-        let ping_wait = Duration::from_secs(cfg.ping_timeout_secs);
-        let mut pinged = false;
-        let mut quiet_until = tokio::time::Instant::now() + ping_every;
         let shutdown = self.shared.shutdown.soft.clone();
         let out = self.out.clone();
-        loop {
+        while self.me.is_none() {
             if let Some(reason) = out.killed() {
-                return reason.into();
+                return Some(reason.into());
             }
             // Lines already read first; then wait for more.
             if let Some(framed) = wire.next_line() {
-                pinged = false;
-                quiet_until = tokio::time::Instant::now() + ping_every;
+                out.heard_now();
+                if let Next::Close(reason) = Box::pin(self.handle(wire, framed)).await {
+                    return Some(reason);
+                }
+                continue;
+            }
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return Some(keeper::SHUTTING_DOWN.into()),
+                _ = tokio::time::sleep_until(deadline) => return Some("Registration timeout".into()),
+                e = wire.wait(&out) => e,
+            };
+            if let Event::Closed(reason) = event {
+                return Some(reason);
+            }
+        }
+        None
+    }
+
+    /// Once registered: lines and the outbox only. Pings, ping timeouts and shutdown come
+    /// from the keeper as a PING line or a kill; what this loop holds while it waits is what
+    /// an idle client costs.
+    async fn serve_registered(&mut self, wire: &mut Wire) -> String {
+        let out = self.out.clone();
+        loop {
+            // A client registered after the keeper's last look at shutdown goes here.
+            if self.shared.shutdown.soft.is_cancelled() {
+                return keeper::SHUTTING_DOWN.into();
+            }
+            if let Some(reason) = out.killed() {
+                return self.kill_text(reason);
+            }
+            if let Some(framed) = wire.next_line() {
+                out.heard_now();
                 // Boxed: what a command needs exists only while it runs, not while idle.
                 if let Next::Close(reason) = Box::pin(self.handle(wire, framed)).await {
                     return reason;
                 }
                 continue;
             }
-            let deadline = if self.me.is_none() {
-                reg_deadline.min(quiet_until)
-            } else {
-                quiet_until
-            };
-            let event = tokio::select! {
-                _ = shutdown.cancelled() => return "Server shutting down".into(),
-                _ = tokio::time::sleep_until(deadline) => {
-                    if self.me.is_none() && tokio::time::Instant::now() >= reg_deadline {
-                        return "Registration timeout".into();
-                    }
-                    if pinged {
-                        return format!("Ping timeout: {} seconds", (ping_every + ping_wait).as_secs());
-                    }
-                    pinged = true;
-                    self.send(Message::new("PING", [self.server()]));
-                    quiet_until = tokio::time::Instant::now() + ping_wait;
-                    continue;
-                }
-                e = wire.wait(&out) => e,
-            };
-            if let Event::Closed(reason) = event {
-                return reason;
+            if let Event::Closed(reason) = wire.wait(&out).await {
+                return self.kill_text(&reason);
             }
+        }
+    }
+
+    /// What a client is told for a kill reason (the keeper's ping timeout says how long).
+    fn kill_text(&self, reason: &str) -> String {
+        if reason == keeper::PING_TIMEOUT {
+            keeper::ping_timeout_text(&self.shared)
+        } else {
+            reason.to_string()
         }
     }
 

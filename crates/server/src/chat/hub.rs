@@ -40,6 +40,8 @@ struct Client {
     rooms: Vec<Arc<str>>,
     out: Arc<Outbox>,
     signon: i64,
+    /// When the keeper sent the PING not yet answered ([`super::keeper::now_secs`]; 0: none).
+    pinged_at: u32,
     /// The user part is the account it logged in with (guests have `~nick`).
     logged_in: bool,
     invisible: bool,
@@ -271,6 +273,7 @@ impl Hub {
             rooms: Vec::new(),
             out,
             signon: now(),
+            pinged_at: 0,
             logged_in,
             invisible: false,
             caps,
@@ -281,6 +284,34 @@ impl Hub {
             id,
             prefix,
             nick_len,
+        }
+    }
+
+    /// The keeper's look at every client at `now`: one quiet for `every` seconds is sent
+    /// `ping`; one that has not said anything `wait` seconds after its PING is killed with
+    /// [`super::keeper::PING_TIMEOUT`]. Any input line counts as an answer, as in IRC.
+    pub fn sweep(&self, now: u32, every: u32, wait: u32, ping: &Line) {
+        let mut st = self.lock();
+        for c in st.clients.values_mut() {
+            let heard = c.out.heard();
+            if c.pinged_at != 0 && heard >= c.pinged_at {
+                c.pinged_at = 0; // answered (a PING goes out only after a quiet second or more)
+            }
+            if c.pinged_at == 0 {
+                if now.saturating_sub(heard) >= every {
+                    c.out.push(ping);
+                    c.pinged_at = now.max(1);
+                }
+            } else if now.saturating_sub(c.pinged_at) >= wait {
+                c.out.kill(super::keeper::PING_TIMEOUT);
+            }
+        }
+    }
+
+    /// Tells every registered client's connection to close with `reason`.
+    pub fn kill_all(&self, reason: &'static str) {
+        for c in self.lock().clients.values() {
+            c.out.kill(reason);
         }
     }
 
@@ -768,5 +799,46 @@ mod tests {
             hub.part(a.id, "#r", ""),
             Err(HubError::NoSuchChannel("#r".into()))
         );
+    }
+
+    #[test]
+    fn a_quiet_client_is_pinged_then_killed_if_it_does_not_answer() {
+        let hub = Hub::default();
+        let (_, quiet) = client(&hub, "quiet", 8);
+        let ping: Line = Arc::from("PING :ferry\r\n");
+        let h = quiet.heard();
+        hub.sweep(h + 9, 10, 5, &ping);
+        assert!(drain(&quiet).is_empty(), "pinged before the interval");
+        hub.sweep(h + 10, 10, 5, &ping);
+        assert_eq!(drain(&quiet), ["PING :ferry\r\n"]);
+        hub.sweep(h + 14, 10, 5, &ping);
+        assert_eq!(quiet.killed(), None, "killed before the timeout");
+        assert!(drain(&quiet).is_empty(), "pinged twice");
+        hub.sweep(h + 15, 10, 5, &ping);
+        assert_eq!(quiet.killed(), Some(crate::chat::keeper::PING_TIMEOUT));
+    }
+
+    #[test]
+    fn any_line_after_the_ping_answers_it() {
+        let hub = Hub::default();
+        let (_, talker) = client(&hub, "talker", 8);
+        let ping: Line = Arc::from("PING :ferry\r\n");
+        let h = talker.heard();
+        // Interval 0: pinged at once, at `h`.
+        hub.sweep(h, 0, 5, &ping);
+        assert_eq!(drain(&talker).len(), 1);
+        talker.heard_now(); // a PONG, or any other line
+        hub.sweep(h + 5, 0, 5, &ping);
+        assert_eq!(talker.killed(), None);
+    }
+
+    #[test]
+    fn kill_all_reaches_every_registered_client() {
+        let hub = Hub::default();
+        let (_, a) = client(&hub, "a", 8);
+        let (_, b) = client(&hub, "b", 8);
+        hub.kill_all(crate::chat::keeper::SHUTTING_DOWN);
+        assert_eq!(a.killed(), Some(crate::chat::keeper::SHUTTING_DOWN));
+        assert_eq!(b.killed(), Some(crate::chat::keeper::SHUTTING_DOWN));
     }
 }

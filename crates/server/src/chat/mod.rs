@@ -4,6 +4,7 @@
 
 pub mod conn;
 pub mod hub;
+pub mod keeper;
 pub mod outbox;
 pub mod wire;
 

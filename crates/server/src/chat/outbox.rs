@@ -4,6 +4,7 @@
 //! writer and freed when written), so what an idle client costs is this one small struct.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
@@ -18,8 +19,10 @@ pub const SENDQ_EXCEEDED: &str = "SendQ exceeded";
 #[derive(Debug)]
 pub struct Outbox {
     q: Mutex<Queue>,
-    max_lines: usize,
-    max_bytes: usize,
+    max_lines: u32,
+    max_bytes: u32,
+    /// When the client last sent a line ([`super::keeper::now_secs`]), for the keeper's pings.
+    heard: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -49,11 +52,24 @@ impl Outbox {
     /// A queue of at most `max_lines` lines and `max_lines` × 512 bytes (a server line is at most
     /// 512 bytes today; the byte cap keeps the bound if lines ever carry tags).
     pub fn new(max_lines: usize) -> Arc<Outbox> {
+        let max_lines = u32::try_from(max_lines).unwrap_or(u32::MAX);
         Arc::new(Outbox {
             q: Mutex::new(Queue::default()),
             max_lines,
-            max_bytes: max_lines.saturating_mul(irc::MAX_LINE),
+            max_bytes: max_lines.saturating_mul(irc::MAX_LINE as u32),
+            heard: AtomicU32::new(super::keeper::now_secs()),
         })
+    }
+
+    /// Notes that the client sent a line now.
+    pub fn heard_now(&self) {
+        self.heard
+            .store(super::keeper::now_secs(), Ordering::Relaxed);
+    }
+
+    /// When the client last sent a line.
+    pub fn heard(&self) -> u32 {
+        self.heard.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -65,7 +81,7 @@ impl Outbox {
     pub fn push(&self, l: &Line) -> bool {
         let waker = {
             let mut q = self.lock();
-            if q.count >= self.max_lines || q.bytes + l.len() > self.max_bytes {
+            if q.count >= self.max_lines as usize || q.bytes + l.len() > self.max_bytes as usize {
                 drop(q);
                 self.kill(SENDQ_EXCEEDED);
                 return false;
