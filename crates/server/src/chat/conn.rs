@@ -1,11 +1,12 @@
 //! One chat connection: framing (512-byte IRC lines, `417` for longer ones), registration with
 //! CAP / SASL PLAIN / PASS against the Ferry accounts, then the commands real clients send.
 //!
-//! One task per connection owns its state and its socket: it waits on input, its bounded
-//! [`Outbox`] (filled by the hub without waiting) and its timers at once, and keeps writing
-//! while a command waits (e.g. on the database). What it holds while idle is kept small: the
-//! commands run as boxed futures that exist only while they run, the registration state is
-//! dropped once registered, and no read buffer or queue allocation is kept when empty.
+//! One task per connection owns its state and its socket: it waits on input and its bounded
+//! [`Outbox`] (filled by the hub without waiting) at once, and keeps writing while a command
+//! waits (e.g. on the database). What it holds while idle is kept small: the commands run as
+//! boxed futures that exist only while they run, the registration state (with its deadline) is
+//! dropped once registered, pings and shutdown then come from the [`keeper`] through the
+//! outbox, and no read buffer or queue allocation is kept when empty.
 
 use std::future::Future;
 use std::net::SocketAddr;
