@@ -15,8 +15,8 @@ use crate::server::Shared;
 /// connection opened or closed since the last one.
 const SETTLE: Duration = Duration::from_secs(1);
 
-/// Runs until shutdown: after each burst (connections opened or closed, then a quiet
-/// [`SETTLE`]), trims the heap once, on a blocking thread (it walks every free chunk).
+/// Runs until shutdown: after each burst (connections opened or closed, then a quiet second
+/// without either), trims the heap once, on a blocking thread (it walks every free chunk).
 pub async fn trim_after_bursts(shared: Arc<Shared>) {
     let shutdown = shared.shutdown.soft.clone();
     let mut seen = shared.slots.churn();
