@@ -209,7 +209,7 @@ impl Conn {
                 out.heard_now();
                 // Boxed: what a command needs exists only while it runs, not while idle.
                 if let Next::Close(reason) = Box::pin(self.handle(wire, framed)).await {
-                    return reason;
+                    return self.kill_text(&reason);
                 }
                 continue;
             }
