@@ -399,7 +399,10 @@ impl Server {
         signal: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let shared = self.shared;
-        let chat = (self.listeners.iter()).any(|(_, k)| matches!(k, Kind::Chat | Kind::ChatTls));
+        let chat = self
+            .listeners
+            .iter()
+            .any(|(_, k)| matches!(k, Kind::Chat | Kind::ChatTls));
         let shards = Shards::start(threads)?;
         let window = Duration::from_micros(shared.config.ftp.poll_after_reply_us);
         if !window.is_zero() {

@@ -477,12 +477,7 @@ impl Session {
                 // One timer and one shutdown wait, not one per cause: what this select holds
                 // is part of every idle session's size. The hard shutdown comes after the soft
                 // one, so it is waited for once closing.
-                let wake = match (passive, busy) {
-                    (Some(p), true) => Some(p),
-                    (Some(p), false) => Some(p.min(deadline)),
-                    (None, false) => Some(deadline),
-                    (None, true) => None,
-                };
+                let wake = passive.into_iter().chain((!busy).then_some(deadline)).min();
                 let stop = if closing {
                     &shutdown.hard
                 } else {
