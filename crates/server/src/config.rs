@@ -74,7 +74,8 @@ pub struct ChatConfig {
     pub allow_guests: bool,
     /// Lines of history sent to someone joining a room. Default 50.
     pub history_lines: u32,
-    /// Lines queued for a client before it is disconnected as too slow. Default 512.
+    /// Lines a client may have waiting once its socket is full before it is disconnected as
+    /// not reading (a burst may queue 8× this before the writer runs). Default 512.
     pub send_queue: usize,
     /// Rooms one connection may be in. Default 20.
     pub max_rooms_per_user: usize,

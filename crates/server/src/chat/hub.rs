@@ -759,7 +759,8 @@ mod tests {
         let (b, kb) = client(&hub, "b", 2);
         hub.join(a.id, "#lobby", 10).unwrap();
         hub.join(b.id, "#lobby", 10).unwrap();
-        for i in 0..10 {
+        // Pushes alone meet only the hard bound (8 × the cap of 2); a's cap of 64 is not met.
+        for i in 0..20 {
             hub.message(a.id, "PRIVMSG", "#lobby", &format!("m{i}"))
                 .unwrap();
         }

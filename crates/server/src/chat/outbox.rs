@@ -1,5 +1,8 @@
 //! A chat connection's send queue, bounded in lines and in bytes: the hub and the connection push
-//! ready lines without waiting, the connection's own task drains them to its socket. An idle,
+//! ready lines without waiting, the connection's own task drains them to its socket. A client
+//! whose socket is full with more than the cap's lines still queued is not reading, and goes; a
+//! burst queued before the task could write (a thousand clients joining at once) may go past
+//! the cap up to a hard bound, checked on every push. An idle,
 //! empty queue holds no allocation (the lines live in a `VecDeque` that is taken whole by the
 //! writer and freed when written), so what an idle client costs is this one small struct.
 
@@ -15,11 +18,18 @@ use super::hub::Line;
 /// Why a connection is told to go by someone else: its queue overflowed.
 pub const SENDQ_EXCEEDED: &str = "SendQ exceeded";
 
+/// How many times the line cap a queue may hold before its connection's task has written: the
+/// lines one burst of events queues for every client before their tasks run.
+const BURST: u32 = 8;
+
 /// The send queue of one connection.
 #[derive(Debug)]
 pub struct Outbox {
     q: Mutex<Queue>,
+    /// Lines queued when the socket is full: past this, the client is not reading.
     max_lines: u32,
+    /// Hard bounds, checked on every push: [`BURST`] × the lines, and 512 bytes a line.
+    burst_lines: u32,
     max_bytes: u32,
     /// When the client last sent a line ([`super::keeper::now_secs`]), for the keeper's pings.
     heard: AtomicU32,
@@ -49,13 +59,15 @@ pub struct Written {
 }
 
 impl Outbox {
-    /// A queue of at most `max_lines` lines and `max_lines` × 512 bytes (a server line is at most
-    /// 512 bytes today; the byte cap keeps the bound if lines ever carry tags).
+    /// A queue of `max_lines` lines once the socket is full, at most 8 × `max_lines` lines
+    /// and `max_lines` × 512 bytes at any time (a server line is at most 512 bytes today; the
+    /// byte cap keeps the bound if lines ever carry tags).
     pub fn new(max_lines: usize) -> Arc<Outbox> {
         let max_lines = u32::try_from(max_lines).unwrap_or(u32::MAX);
         Arc::new(Outbox {
             q: Mutex::new(Queue::default()),
             max_lines,
+            burst_lines: max_lines.saturating_mul(BURST),
             max_bytes: max_lines.saturating_mul(irc::MAX_LINE as u32),
             heard: AtomicU32::new(super::keeper::now_secs()),
         })
@@ -76,12 +88,12 @@ impl Outbox {
         self.q.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a line. A full queue refuses it and marks the connection for disconnection
-    /// ([`SENDQ_EXCEEDED`]); the caller never waits.
+    /// Queues a line. A queue at its hard bounds refuses it and marks the connection for
+    /// disconnection ([`SENDQ_EXCEEDED`]); the caller never waits.
     pub fn push(&self, l: &Line) -> bool {
         let waker = {
             let mut q = self.lock();
-            if q.count >= self.max_lines as usize || q.bytes + l.len() > self.max_bytes as usize {
+            if q.count >= self.burst_lines as usize || q.bytes + l.len() > self.max_bytes as usize {
                 drop(q);
                 self.kill(SENDQ_EXCEEDED);
                 return false;
@@ -107,6 +119,16 @@ impl Outbox {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+
+    /// The writer's side, when the socket takes no more: more than the cap's lines still to
+    /// write means the client is not reading, and the connection is killed. Returns the kill
+    /// reason, if any.
+    pub fn stalled(&self) -> Option<&'static str> {
+        if self.lock().count > self.max_lines as usize {
+            self.kill(SENDQ_EXCEEDED);
+        }
+        self.killed()
     }
 
     /// The reason given to [`Outbox::kill`], if it was called.
@@ -164,14 +186,39 @@ mod tests {
     }
 
     #[test]
-    fn lines_taken_but_not_written_still_count_against_the_cap() {
+    fn lines_taken_but_not_written_still_count_against_the_bounds() {
         let out = Outbox::new(2);
         let mut batch = VecDeque::new();
-        assert!(out.push(&l("a\r\n")));
-        assert!(out.push(&l("b\r\n")));
+        for _ in 0..2 * BURST {
+            assert!(out.push(&l("a\r\n")));
+        }
         out.take(&mut batch, Written::default(), Waker::noop());
-        assert!(!out.push(&l("c\r\n")), "the cap counts the writer's batch");
+        assert!(
+            !out.push(&l("c\r\n")),
+            "the bound counts the writer's batch"
+        );
         assert_eq!(out.killed(), Some(SENDQ_EXCEEDED));
+    }
+
+    #[test]
+    fn a_burst_past_the_cap_is_kept_while_the_socket_takes_it() {
+        let out = Outbox::new(2);
+        let mut batch = VecDeque::new();
+        for _ in 0..5 {
+            assert!(out.push(&l("a\r\n")));
+        }
+        assert_eq!(out.killed(), None, "pushes alone only meet the hard bound");
+        out.take(&mut batch, Written::default(), Waker::noop());
+        batch.drain(..3);
+        let done = Written { lines: 3, bytes: 9 };
+        assert_eq!(out.take(&mut batch, done, Waker::noop()), None);
+        assert_eq!(out.stalled(), None, "two left: at the cap, not past it");
+        assert!(out.push(&l("b\r\n")));
+        assert_eq!(
+            out.stalled(),
+            Some(SENDQ_EXCEEDED),
+            "full socket, three left"
+        );
     }
 
     #[test]

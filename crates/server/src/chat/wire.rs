@@ -167,7 +167,11 @@ impl Wire {
                 n += 1;
             }
             match Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..n]) {
-                Poll::Pending => return Poll::Pending,
+                // The socket is full: past the cap, the client is not reading.
+                Poll::Pending => match out.stalled() {
+                    Some(reason) if obey_kill => return Poll::Ready(reason.to_string()),
+                    _ => return Poll::Pending,
+                },
                 Poll::Ready(Err(e)) => return Poll::Ready(closed_reason(&e, false)),
                 Poll::Ready(Ok(0)) => return Poll::Ready("Write error".into()),
                 Poll::Ready(Ok(mut done)) => {
