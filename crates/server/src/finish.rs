@@ -123,6 +123,13 @@ impl UploadCommit {
             )
             .await;
         drop(self.ledger);
+        if shared.accounts.take_checkpoint_due() {
+            // Not awaited: the client's next command must not wait for the checkpoint's fsyncs.
+            let accounts = shared.accounts.clone();
+            shared
+                .tracker
+                .spawn(async move { accounts.checkpoint().await });
+        }
         if let Err(e) = committed {
             // The file is stored and the client was told so; only the books are behind.
             tracing::error!(

@@ -19,9 +19,10 @@ use std::path::PathBuf;
 use super::{opt_u64, to_u64, Accounts, Permissions, Usage, User};
 
 /// Inline commits between two WAL checkpoints. The inline connections never checkpoint
-/// themselves (that would fsync on a session thread); every this many commits the committing
-/// upload runs a passive checkpoint on the pool instead, which keeps the WAL near SQLite's
-/// default size (1,000 pages) at about 3 pages per upload.
+/// themselves (that would fsync on a session thread); every this many commits a checkpoint is
+/// due ([`Accounts::take_checkpoint_due`]) and the server runs a passive one on the pool in the
+/// background, which keeps the WAL near SQLite's default size (1,000 pages) at about 3 pages
+/// per upload.
 pub(super) const CHECKPOINT_EVERY: u64 = 256;
 
 /// Source of [`Owner`] ids: one per [`Accounts::open`], never reused in a process.
@@ -85,6 +86,26 @@ impl Accounts {
     pub(super) fn inline_committed(&self) -> bool {
         let n = self.inner.inline_commits.fetch_add(1, Ordering::Relaxed) + 1;
         n % CHECKPOINT_EVERY == 0
+    }
+
+    /// `true` once (then `false` until the next one) when uploads committed since the last
+    /// checkpoint call for another: the caller then runs [`Accounts::checkpoint`], off the path
+    /// of any client.
+    pub fn take_checkpoint_due(&self) -> bool {
+        self.inner.checkpoint_due.swap(false, Ordering::Relaxed)
+    }
+
+    /// A passive WAL checkpoint on the pool. Its fsyncs take milliseconds, and far longer while
+    /// the disk writes back a large upload (ext4 commits the journal with the data before it),
+    /// so the server runs it as a background task rather than before a session's next command.
+    /// A failure only leaves the WAL longer until the next one.
+    pub async fn checkpoint(&self) {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(self.pool())
+            .await
+        {
+            tracing::debug!(error = %e, "WAL checkpoint failed");
+        }
     }
 
     fn open_inline(&self) -> rusqlite::Result<Connection> {
@@ -268,6 +289,9 @@ mod tests {
             acc.commit_upload(id, 0, 10, files, &path, Some((10, 1, "SHA-256", "00")))
                 .await
                 .unwrap();
+            if acc.take_checkpoint_due() {
+                acc.checkpoint().await;
+            }
         }
         assert!(inline_commits(&acc) >= commits - 1);
         // Each commit appends at least 3 pages of 4 KiB (usage, digests table and key), so

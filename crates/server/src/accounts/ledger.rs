@@ -267,10 +267,9 @@ impl Accounts {
         });
         if let Some(found) = inline {
             if self.inline_committed() {
-                // Failure only leaves the WAL longer until the next checkpoint.
-                let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(self.pool())
-                    .await;
+                self.inner
+                    .checkpoint_due
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
             return if found {
                 Ok(())

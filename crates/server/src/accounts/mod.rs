@@ -262,6 +262,8 @@ struct Inner {
     owner: inline::Owner,
     /// Commits made through those connections, for their WAL checkpoints.
     inline_commits: std::sync::atomic::AtomicU64,
+    /// Set when those commits are due a checkpoint ([`Accounts::take_checkpoint_due`]).
+    checkpoint_due: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Accounts {
@@ -391,6 +393,7 @@ impl Accounts {
                 hasher: password::Hasher::new(),
                 owner: inline::Owner::next(),
                 inline_commits: std::sync::atomic::AtomicU64::new(0),
+                checkpoint_due: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
