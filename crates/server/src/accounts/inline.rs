@@ -82,10 +82,12 @@ impl Accounts {
         })
     }
 
-    /// Counts an inline commit; `true` when the WAL is due for a checkpoint.
-    pub(super) fn inline_committed(&self) -> bool {
+    /// Counts an inline commit; every [`CHECKPOINT_EVERY`] of them a checkpoint is due.
+    pub(super) fn inline_committed(&self) {
         let n = self.inner.inline_commits.fetch_add(1, Ordering::Relaxed) + 1;
-        n % CHECKPOINT_EVERY == 0
+        if n % CHECKPOINT_EVERY == 0 {
+            self.inner.checkpoint_due.store(true, Ordering::Relaxed);
+        }
     }
 
     /// `true` once (then `false` until the next one) when uploads committed since the last

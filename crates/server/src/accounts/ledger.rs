@@ -266,11 +266,7 @@ impl Accounts {
             Ok(found.is_some())
         });
         if let Some(found) = inline {
-            if self.inline_committed() {
-                self.inner
-                    .checkpoint_due
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-            }
+            self.inline_committed();
             return if found {
                 Ok(())
             } else {
