@@ -125,6 +125,9 @@ impl Ctx {
         if sends || self.tls.is_some() {
             let _ = tcp.set_nodelay(true);
         }
+        if sends {
+            let _ = sockopt::set_send_lowat(&tcp, sockopt::SEND_LOWAT);
+        }
         let Some(config) = &self.tls else {
             return Ok(Stream::Plain(tcp));
         };
