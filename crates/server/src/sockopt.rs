@@ -171,6 +171,62 @@ mod tests {
         assert_eq!(rest.len(), 10);
     }
 
+    /// Bytes in the send queue not yet sent (`SIOCOUTQNSD`).
+    #[allow(unsafe_code)] // reason: ioctl writing one c_int into a live local
+    fn unsent(tcp: &TcpStream) -> usize {
+        use std::os::fd::AsRawFd;
+        const SIOCOUTQNSD: libc::c_ulong = 0x894B;
+        let mut n: libc::c_int = 0;
+        // SAFETY: the fd is open; SIOCOUTQNSD writes one c_int into `n`.
+        let rc = unsafe { libc::ioctl(tcp.as_raw_fd(), SIOCOUTQNSD, &mut n) };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        usize::try_from(n).unwrap()
+    }
+
+    /// Writes until the socket would block; the bytes taken.
+    fn fill(tcp: &TcpStream) -> usize {
+        let chunk = vec![7u8; 64 * 1024];
+        let mut taken = 0;
+        loop {
+            match tcp.try_write(&chunk) {
+                Ok(n) => taken += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return taken,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sender_with_a_send_watermark_keeps_little_unsent_when_the_peer_stops_reading() {
+        // Without the option the kernel queues as much as the send buffer holds.
+        let (_client, server) = pair().await;
+        fill(&server);
+        let plain = unsent(&server);
+        assert!(
+            plain > 2 * SEND_LOWAT + 64 * 1024,
+            "unsent without the option: {plain}"
+        );
+        // With it, a write stops once SEND_LOWAT is waiting (one segment may be filling).
+        let (mut client, server) = pair().await;
+        set_send_lowat(&server, SEND_LOWAT).unwrap();
+        let taken = fill(&server);
+        let held = unsent(&server);
+        assert!(
+            held <= SEND_LOWAT + 64 * 1024,
+            "unsent with the option: {held}"
+        );
+        // Everything taken still arrives, and the socket is writable again once read.
+        let mut got = vec![0u8; taken];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut got))
+            .await
+            .expect("the queued bytes did not arrive")
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server.writable())
+            .await
+            .expect("not writable after the peer read")
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn batching_arms_after_a_large_read_and_disarms_on_request() {
         let (_client, server) = pair().await;
