@@ -28,8 +28,8 @@ pub fn set_cork(tcp: &TcpStream, on: bool) -> io::Result<()> {
 /// takes more only while fewer are waiting, and the socket reports writable (epoll) once fewer
 /// than half are. Bytes sent and not yet acknowledged do not count, so the window can grow as
 /// on any connection. Measured over loopback, the option against none, alternating runs
-/// (ftpload, curl): 200 clients each LIST + RETR 1 MiB 1,441-1,527 -> 2,313-2,758 sessions/s
-/// (client CPU 84-89 -> 72-76 % of its core); 1 GiB RETR 2,325-2,867 -> ~4,600 MB/s in most runs,
+/// (ftpload, curl): 200 clients each LIST + RETR 1 MiB 1,417-1,527 -> 2,286-2,758 sessions/s
+/// (client CPU 84-89 -> 69-76 % of its core); 1 GiB RETR 2,325-2,867 -> ~4,600 MB/s in most runs,
 /// server 0.36-0.42 -> 0.12 s/GiB; FTPS 1 GiB RETR server 0.53-0.64 -> 0.36-0.47 s/GiB. 32 KiB did
 /// as well; 128 and 256 KiB gained nothing, and a value just above the loopback segment size
 /// (64-70 KB, with the cork) stalled each download for the cork's 200 ms timer, which 16 KiB
@@ -43,22 +43,18 @@ pub fn set_recv_lowat(tcp: &TcpStream, bytes: usize) -> io::Result<()> {
 }
 
 /// Sets `TCP_NOTSENT_LOWAT` (see [`SEND_LOWAT`]).
-pub fn set_send_lowat<S: std::os::fd::AsRawFd>(tcp: &S, bytes: usize) -> io::Result<()> {
+pub fn set_send_lowat(tcp: &TcpStream, bytes: usize) -> io::Result<()> {
     set_int(tcp, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, bytes)
 }
 
 /// One integer socket option (at least 1). socket2, rustix and nix have no setter for the two
 /// watermarks, hence the one `setsockopt` call here.
 #[allow(unsafe_code)] // reason: setsockopt with a pointer to a live local int and its exact size
-fn set_int<S: std::os::fd::AsRawFd>(
-    tcp: &S,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: usize,
-) -> io::Result<()> {
+fn set_int(tcp: &TcpStream, level: libc::c_int, name: libc::c_int, value: usize) -> io::Result<()> {
     let value = libc::c_int::try_from(value)
         .unwrap_or(libc::c_int::MAX)
         .max(1);
+    use std::os::fd::AsRawFd;
     // SAFETY: the fd is open for the lifetime of `tcp`; the option value is a c_int that lives
     // across the call, passed with its size.
     let rc = unsafe {
