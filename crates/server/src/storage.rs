@@ -52,6 +52,49 @@ pub struct Entry {
     pub meta: Metadata,
 }
 
+/// A directory being listed (see [`Home::list`] for what is left out). Read in parts, so that a
+/// caller can read a small directory where it runs and hand a large one to a blocking thread.
+#[derive(Debug)]
+pub struct Listing {
+    dir: Dir,
+    entries: cap_std::fs::ReadDir,
+    out: Vec<Entry>,
+}
+
+impl Listing {
+    /// Reads up to `max` more directory entries; `true` once the directory is done.
+    pub fn read(&mut self, max: usize) -> io::Result<bool> {
+        for _ in 0..max {
+            let Some(entry) = self.entries.next() else {
+                return Ok(true);
+            };
+            let entry = entry?;
+            let raw = entry.file_name();
+            let name = display_name(&raw);
+            if is_reserved_name(&name) {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) if m.file_type().is_symlink() => match self.dir.metadata(&raw) {
+                    Ok(target) => target,
+                    Err(_) => continue,
+                },
+                Ok(m) => m,
+                Err(_) => continue,
+            };
+            self.out.push(Entry { name, meta });
+        }
+        Ok(false)
+    }
+
+    /// The entries read, sorted by name.
+    pub fn into_entries(self) -> Vec<Entry> {
+        let mut out = self.out;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
 /// A user's home directory handle. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Home {
@@ -123,33 +166,26 @@ impl Home {
     }
 
     /// Lists a directory: reserved names are skipped, and so are entries that cannot be stat'ed
-    /// through the jail (a symlink pointing outside, a dangling link).
+    /// through the jail (a symlink pointing outside, a dangling link). Sorted by name.
     pub fn list(&self, p: &VirtualPath) -> io::Result<Vec<Entry>> {
+        let mut listing = self.listing(p)?;
+        listing.read(usize::MAX)?;
+        Ok(listing.into_entries())
+    }
+
+    /// Starts listing a directory, for reading a few entries at a time ([`Listing::read`]).
+    pub fn listing(&self, p: &VirtualPath) -> io::Result<Listing> {
         let dir = if p.is_root() {
             self.dir.try_clone()?
         } else {
             self.dir.open_dir(rel(p))?
         };
-        let mut out = Vec::new();
-        for entry in dir.entries()? {
-            let entry = entry?;
-            let raw = entry.file_name();
-            let name = display_name(&raw);
-            if is_reserved_name(&name) {
-                continue;
-            }
-            let meta = match entry.metadata() {
-                Ok(m) if m.file_type().is_symlink() => match dir.metadata(&raw) {
-                    Ok(target) => target,
-                    Err(_) => continue,
-                },
-                Ok(m) => m,
-                Err(_) => continue,
-            };
-            out.push(Entry { name, meta });
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        let entries = dir.entries()?;
+        Ok(Listing {
+            dir,
+            entries,
+            out: Vec::new(),
+        })
     }
 
     /// Creates a directory.
@@ -370,6 +406,43 @@ mod tests {
         assert!(h.open_read(&vp("s")).is_err());
         assert!(h.list(&vp("out")).is_err());
         assert!(h.list(&VirtualPath::root()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_listing_read_in_parts_finds_what_one_read_finds_sorted_and_filtered() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = Home::open(tmp.path()).unwrap();
+        h.mkdir(&vp("d")).unwrap();
+        let dir = tmp.path().join("d");
+        for i in (0..150).rev() {
+            std::fs::write(dir.join(format!("f{i:03}")), b"x").unwrap();
+        }
+        std::fs::write(dir.join(format!("{RESERVED_PREFIX}up-1")), b"temp").unwrap();
+        std::os::unix::fs::symlink(dir.join("nowhere"), dir.join("dangling")).unwrap();
+        std::os::unix::fs::symlink("f007", dir.join("link")).unwrap();
+
+        let mut listing = h.listing(&vp("d")).unwrap();
+        assert!(
+            !listing.read(64).unwrap(),
+            "153 entries are not done after 64"
+        );
+        assert!(listing.read(usize::MAX).unwrap());
+        let names: Vec<String> = listing.into_entries().into_iter().map(|e| e.name).collect();
+        let mut want: Vec<String> = (0..150).map(|i| format!("f{i:03}")).collect();
+        want.push("link".to_string());
+        assert_eq!(names, want, "sorted, no temp file, no dangling link");
+        let whole: Vec<String> = h
+            .list(&vp("d"))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(whole, want);
+
+        // A small directory is done within the first part.
+        let mut small = h.listing(&VirtualPath::root()).unwrap();
+        assert!(small.read(64).unwrap());
+        assert_eq!(small.into_entries().len(), 1);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::{logged_in, resolve, xfer};
 use crate::accounts::Permissions;
 use crate::error::CommandError;
 use crate::session::{Facts, Session};
-use crate::storage::{blocking, Entry};
+use crate::storage::{blocking, Entry, Home};
 
 /// LIST or NLST output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,24 +139,61 @@ fn facts_line(
     let _ = write!(out, " {name}\r\n");
 }
 
-/// Lists `target` (a directory's entries, or one file) in blocking code.
-fn collect(home: &crate::storage::Home, target: &VirtualPath) -> Result<Vec<Entry>, CommandError> {
-    let meta = home.stat(target)?;
-    if meta.is_dir() {
-        Ok(home.list(target)?)
-    } else {
-        let name = target.file_name().unwrap_or("/").to_string();
-        Ok(vec![Entry { name, meta }])
+/// Directory entries a listing reads on the session's thread; the rest of a larger directory is
+/// read on a blocking thread. An entry is a share of a `getdents` and a `statx`, for a small
+/// directory (most of them) less than the two thread switches of a hand-off to the blocking pool,
+/// which also grows by a thread per listing running at the same time; a large directory still
+/// does not hold up the other sessions on the thread.
+const INLINE_ENTRIES: usize = 64;
+
+/// What a listing found.
+enum Listed {
+    /// A directory: its own metadata and its entries.
+    Dir(Metadata, Vec<Entry>),
+    /// Not a directory: the one entry, under its own name.
+    File(Entry),
+}
+
+impl Listed {
+    /// The entries (the one file's, or the directory's).
+    fn into_entries(self) -> Vec<Entry> {
+        match self {
+            Listed::Dir(_, entries) => entries,
+            Listed::File(entry) => vec![entry],
+        }
     }
+}
+
+/// Lists `target` and renders what it found with `render`: where the session runs if `target` is
+/// a file or a directory of at most [`INLINE_ENTRIES`] entries, otherwise (reading the rest too)
+/// on a blocking thread.
+async fn listed<T, F>(home: Home, target: VirtualPath, render: F) -> Result<T, CommandError>
+where
+    F: FnOnce(Listed) -> Result<T, CommandError> + Send + 'static,
+    T: Send + 'static,
+{
+    let meta = home.stat(&target)?;
+    if !meta.is_dir() {
+        let name = target.file_name().unwrap_or("/").to_string();
+        return render(Listed::File(Entry { name, meta }));
+    }
+    let mut listing = home.listing(&target)?;
+    if listing.read(INLINE_ENTRIES)? {
+        return render(Listed::Dir(meta, listing.into_entries()));
+    }
+    blocking(move || {
+        listing.read(usize::MAX)?;
+        render(Listed::Dir(meta, listing.into_entries()))
+    })
+    .await
 }
 
 /// `LIST` / `NLST`.
 pub async fn list(s: &mut Session, args: ListArgs, format: Format) -> Result<Reply, CommandError> {
     let target = resolve(s, args.path.as_deref().unwrap_or("."))?;
     let home = logged_in(s)?.home.clone();
-    let t = target.clone();
-    let text = blocking(move || {
-        let entries = collect(&home, &t)?;
+    let text = listed(home, target.clone(), move |found| {
+        let entries = found.into_entries();
         let now = OffsetDateTime::now_utc();
         let mut out = String::with_capacity(entries.len() * 64);
         for e in &entries {
@@ -179,13 +216,10 @@ pub async fn mlsd(s: &mut Session, path: Option<&str>) -> Result<Reply, CommandE
     let target = resolve(s, path.unwrap_or("."))?;
     let login = logged_in(s)?;
     let (home, perms, facts) = (login.home.clone(), login.user.perms, s.st.facts);
-    let t = target.clone();
-    let text = blocking(move || {
-        let meta = home.stat(&t)?;
-        if !meta.is_dir() {
+    let text = listed(home, target.clone(), move |found| {
+        let Listed::Dir(meta, entries) = found else {
             return Err(CommandError::NotADirectory);
-        }
-        let entries = home.list(&t)?;
+        };
         let mut out = String::with_capacity(entries.len() * 96);
         facts_line(&mut out, ".", &meta, "cdir", facts, &perms);
         for e in &entries {
@@ -228,9 +262,8 @@ pub async fn stat_path(s: &mut Session, path: &str) -> Result<Reply, CommandErro
     };
     let target = resolve(s, args.path.as_deref().unwrap_or("."))?;
     let home = logged_in(s)?.home.clone();
-    let t = target.clone();
-    let lines = blocking(move || {
-        let entries = collect(&home, &t)?;
+    let lines = listed(home, target.clone(), move |found| {
+        let entries = found.into_entries();
         let now = OffsetDateTime::now_utc();
         Ok(entries
             .iter()
