@@ -440,6 +440,12 @@ impl Server {
         shared
             .tracker
             .spawn(crate::heap::trim_after_bursts(shared.clone()));
+        {
+            let (accounts, stop) = (shared.accounts.clone(), shared.shutdown.soft.clone());
+            shared
+                .tracker
+                .spawn(async move { accounts.flush_digests_in_background(stop).await });
+        }
         if chat {
             shared
                 .tracker
@@ -468,6 +474,8 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(5), shared.tracker.wait()).await;
         }
         shards.stop().await;
+        // Uploads that ended after the background flush stopped.
+        shared.accounts.flush_digests().await;
         tracing::info!("stopped");
         Ok(())
     }

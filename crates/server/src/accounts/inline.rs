@@ -266,9 +266,15 @@ mod tests {
                 .unwrap();
             assert_eq!(got.as_deref(), Some(hex), "{path}");
         }
-        // Lock released: inline again; a user deleted meanwhile is reported as such.
+        // Lock released: inline again (the digest batch written for the reads above was too);
+        // a user deleted meanwhile is reported as such.
+        assert_eq!(
+            inline_commits(&acc),
+            2,
+            "the digest batch was written inline"
+        );
         acc.commit_upload(id, 0, 1, 0, "/c", None).await.unwrap();
-        assert_eq!(inline_commits(&acc), 2);
+        assert_eq!(inline_commits(&acc), 3);
         acc.delete_user("alice").await.unwrap();
         assert!(matches!(
             acc.commit_upload(id, 0, 1, 0, "/d", None).await,

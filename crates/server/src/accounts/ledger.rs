@@ -5,7 +5,7 @@
 
 use std::sync::LazyLock;
 
-use super::digests::{forget_digest_sql, forget_digests_below_sql};
+use super::digests::DigestWrite;
 use super::{inline, to_i64, usage_from_row, AccountError, Accounts, Usage, USAGE_COLUMNS};
 
 /// Counts a new file if the file quota allows it and returns the ledger and limits
@@ -22,9 +22,6 @@ macro_rules! begin_new_file_sql {
     };
 }
 
-// The statements of an upload's commit; they share the parameters ?1 user id, ?2 bytes held,
-// ?3 bytes and ?4 files to charge, ?5 path, ?6 size, ?7 version key, ?8 algorithm, ?9 hex.
-
 /// Releases the reservation and charges the upload; returns a row unless the user is gone.
 macro_rules! settle_returning_sql {
     () => {
@@ -34,14 +31,6 @@ macro_rules! settle_returning_sql {
             used_files = CASE WHEN used_files + ?4 > 0 THEN used_files + ?4 ELSE 0 END
          WHERE user_id = ?1
          RETURNING user_id"
-    };
-}
-
-/// Remembers the upload's digest, if it has one.
-macro_rules! insert_digest_sql {
-    () => {
-        "INSERT INTO digests (user_id, path, size, mtime_ns, algo, hex)
-            SELECT ?1, ?5, ?6, ?7, ?8, ?9 WHERE ?8 IS NOT NULL"
     };
 }
 
@@ -126,13 +115,29 @@ impl Accounts {
         delta_bytes: i64,
         delta_files: i64,
     ) -> Result<(), AccountError> {
-        let found: Option<i64> = sqlx::query_scalar(settle_returning_sql!())
-            .bind(user_id)
-            .bind(clamp_amount(held))
-            .bind(clamp_delta(delta_bytes))
-            .bind(clamp_delta(delta_files))
-            .fetch_optional(self.pool())
-            .await?;
+        let (held, delta_bytes, delta_files) = (
+            clamp_amount(held),
+            clamp_delta(delta_bytes),
+            clamp_delta(delta_files),
+        );
+        let inline = self.inline(|conn| {
+            let params: [&dyn rusqlite::ToSql; 4] = [&user_id, &held, &delta_bytes, &delta_files];
+            inline::run(conn, settle_returning_sql!(), &params, |_| Ok(()))
+        });
+        let found = match inline {
+            Some(found) => {
+                self.inline_committed();
+                found
+            }
+            None => sqlx::query_scalar::<_, i64>(settle_returning_sql!())
+                .bind(user_id)
+                .bind(held)
+                .bind(delta_bytes)
+                .bind(delta_files)
+                .fetch_optional(self.pool())
+                .await?
+                .map(|_| ()),
+        };
         match found {
             Some(_) => Ok(()),
             None => Err(AccountError::NoSuchUserId(user_id)),
@@ -214,11 +219,10 @@ impl Accounts {
         }
     }
 
-    /// Ends a completed upload in one transaction: settles the ledger as [`Accounts::settle`]
-    /// does, forgets the digests of `path` and below, and remembers the upload's own digest
-    /// (`size`, version key, algorithm name, hex) if it has one. One round trip to the database
-    /// instead of three, so a stream of small uploads is not paced by the database.
-    #[allow(clippy::too_many_arguments)] // reason: the columns of one atomic commit
+    /// Ends a completed upload: settles the ledger as [`Accounts::settle`] does, and queues
+    /// the digest cache's write for the upload (forget the digests of `path` and below, and
+    /// remember the upload's own digest — size, version key, algorithm name, hex — if it has
+    /// one). That write waits for a batch: readers of the cache cannot tell (digests.rs).
     pub async fn commit_upload(
         &self,
         user_id: i64,
@@ -226,89 +230,12 @@ impl Accounts {
         delta_bytes: i64,
         delta_files: i64,
         path: &str,
-        digest: Option<(u64, i64, &str, &str)>,
+        digest: Option<(u64, i64, &'static str, &str)>,
     ) -> Result<(), AccountError> {
-        let path = path.trim_end_matches('/');
-        let (size, version, algo, hex) = match digest {
-            Some((size, version, algo, hex)) => {
-                (Some(to_i64(size)), Some(version), Some(algo), Some(hex))
-            }
-            None => (None, None, None, None),
-        };
-        let (held, delta_bytes, delta_files) = (
-            clamp_amount(held),
-            clamp_delta(delta_bytes),
-            clamp_delta(delta_files),
-        );
-        let inline = self.inline(|conn| {
-            let params: [&dyn rusqlite::ToSql; 9] = [
-                &user_id,
-                &held,
-                &delta_bytes,
-                &delta_files,
-                &path,
-                &size,
-                &version,
-                &algo,
-                &hex,
-            ];
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let found = inline::run(&tx, settle_returning_sql!(), &params, |_| Ok(()))?;
-            let digests = [
-                forget_digest_sql!("?1", "?5"),
-                forget_digests_below_sql!("?1", "?5"),
-                insert_digest_sql!(),
-            ];
-            for sql in digests {
-                inline::run(&tx, sql, &params, |_| Ok(()))?;
-            }
-            tx.commit()?;
-            Ok(found.is_some())
-        });
-        if let Some(found) = inline {
-            self.inline_committed();
-            return if found {
-                Ok(())
-            } else {
-                Err(AccountError::NoSuchUserId(user_id))
-            };
-        }
-        let mut conn = self.pool().acquire().await?;
-        // Numbered parameters are shared by the statements; SQLite runs them in order on this
-        // connection.
-        let done = sqlx::query(concat!(
-            "BEGIN IMMEDIATE;",
-            settle_returning_sql!(),
-            ";",
-            forget_digest_sql!("?1", "?5"),
-            ";",
-            forget_digests_below_sql!("?1", "?5"),
-            ";",
-            insert_digest_sql!(),
-            ";COMMIT;",
-        ))
-        .bind(user_id)
-        .bind(held)
-        .bind(delta_bytes)
-        .bind(delta_files)
-        .bind(path)
-        .bind(size)
-        .bind(version)
-        .bind(algo)
-        .bind(hex)
-        .fetch_all(&mut *conn)
-        .await;
-        match done {
-            // The settling UPDATE returned no row: the user (its usage row) is gone. (Counts of
-            // changed rows are no help: SQLite repeats the last one for BEGIN and COMMIT.)
-            Ok(rows) if rows.is_empty() => Err(AccountError::NoSuchUserId(user_id)),
-            Ok(_) => Ok(()),
-            Err(e) => {
-                // Whatever statement failed, leave no transaction open on the pooled connection.
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                Err(e.into())
-            }
-        }
+        let settled = self.settle(user_id, held, delta_bytes, delta_files).await;
+        self.defer_digest(DigestWrite::new(user_id, path, digest))
+            .await;
+        settled
     }
 
     /// Overwrites the used bytes and files (after a rescan); reservations are kept.
@@ -368,7 +295,7 @@ mod tests {
     const MIB: u64 = 1024 * KIB;
 
     #[tokio::test]
-    async fn commit_upload_settles_and_replaces_digests_in_one_step() {
+    async fn commit_upload_settles_and_replaces_digests() {
         let (_d, acc) = open_temp().await;
         let u = user_with_quota(&acc, Some(10 * MIB), Some(3)).await;
         let (before, charged) = acc.begin_upload(u.id, true).await.unwrap().unwrap();

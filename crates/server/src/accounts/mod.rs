@@ -264,6 +264,8 @@ struct Inner {
     inline_commits: std::sync::atomic::AtomicU64,
     /// Set when those commits are due a checkpoint ([`Accounts::take_checkpoint_due`]).
     checkpoint_due: std::sync::atomic::AtomicBool,
+    /// Uploads' digest writes waiting for their batch.
+    digests: digests::PendingDigests,
 }
 
 impl fmt::Debug for Accounts {
@@ -394,13 +396,15 @@ impl Accounts {
                 owner: inline::Owner::next(),
                 inline_commits: std::sync::atomic::AtomicU64::new(0),
                 checkpoint_due: std::sync::atomic::AtomicBool::new(false),
+                digests: digests::PendingDigests::default(),
             }),
         })
     }
 
-    /// Closes the database connections (waits for queries in flight). Other clones become
-    /// unusable.
+    /// Writes the queued upload digests, then closes the database connections (waits for
+    /// queries in flight). Other clones become unusable.
     pub async fn close(&self) {
+        self.flush_digests().await;
         self.inner.pool.close().await;
     }
 
