@@ -4,8 +4,9 @@
 # either to CPU 1 ("cross") or to CPU 0 as well ("same"). Prints medians [min-max] and
 # Ferry / peer ratios per placement.
 #
-#   bench/placement.sh [--runs N] [--count N] [--peer NAME] [--no-build]
+#   bench/placement.sh [--runs N] [--count N] [--peer NAME] [--no-build] [--ferry BIN]
 #
+# --ferry BIN: measure that ferry binary instead of building target/release/ferry (A/B of builds).
 # Why: on a small VM a sequential client's files/s depends on where the scheduler puts client and
 # server. Across CPUs every reply wakes the other CPU (an IPI and a halted vCPU to resume, ~15 us
 # here); on one CPU a reply costs a context switch, so the server's own CPU work per file decides.
@@ -36,7 +37,8 @@ while (($#)); do
     --count) COUNT="$2"; shift 2 ;;
     --peer) PEER="$2"; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    --ferry) FERRY="$(realpath "$2")"; BUILD=0; shift 2 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "placement.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -49,6 +51,7 @@ python3 "$HARNESS/peer.py" list | grep -E "^$PEER +port " | grep -qv "NOT instal
   die "peer $PEER is not installed (bench/run.sh --setup)"
 if ((BUILD)); then cargo build --release --manifest-path "$REPO/Cargo.toml" -p ferry >&2; fi
 [[ -x "$FERRY" ]] || die "$FERRY missing (drop --no-build)"
+echo "ferry: $FERRY ($("$FERRY" --version 2>/dev/null || true))" >&2
 
 RES="$HERE/results/$(date +%Y%m%d-%H%M%S)-placement"
 WORK="$(mktemp -d /var/tmp/ferry-placement.XXXXXX)"
@@ -106,7 +109,8 @@ for ((k = 1; k <= RUNS; k++)); do
   done
 done
 
-python3 - "$RAW" "$PEER" "$COUNT" <<'EOF' | tee "$RES/table.md"
+{ echo "ferry: ${FERRY#"$REPO"/} (repo at $(git -C "$REPO" rev-parse --short HEAD))"; echo
+python3 - "$RAW" "$PEER" "$COUNT" <<'EOF'
 import csv, statistics, sys
 raw, peer, count = sys.argv[1:4]
 rows = list(csv.DictReader(open(raw), delimiter="\t"))
@@ -123,4 +127,5 @@ for placement in ("cross", "same"):
         print(f"| {placement} | {name} | {f[0]:,.0f} [{f[1]:,.0f}-{f[2]:,.0f}] | "
               f"{p[0]:,.0f} [{p[1]:,.0f}-{p[2]:,.0f}] | {f[0] / p[0]:.2f}x |")
 EOF
+} | tee "$RES/table.md"
 echo "results: ${RES#"$REPO"/}" >&2

@@ -52,11 +52,15 @@ macro_rules! forget_digests_below_sql {
     };
 }
 
-/// Remembers an upload's digest (parameters as [`DigestWrite`]: ?1 user, ?2 path, ?3 size,
-/// ?4 version key, ?5 algorithm, ?6 hex) unless it has none or the user is gone by now.
-const INSERT_DIGEST_SQL: &str = "INSERT INTO digests (user_id, path, size, mtime_ns, algo, hex)
-    SELECT ?1, ?2, ?3, ?4, ?5, ?6
-    WHERE ?5 IS NOT NULL AND EXISTS (SELECT 1 FROM users WHERE id = ?1)";
+/// Remembers an upload's digest (parameters as [`DigestWrite::params`]: ?1 user, ?2 path,
+/// ?3 size, ?4 version key, ?5 algorithm, ?6 hex) unless it has none or the user is gone by now.
+macro_rules! insert_digest_sql {
+    () => {
+        "INSERT INTO digests (user_id, path, size, mtime_ns, algo, hex)
+            SELECT ?1, ?2, ?3, ?4, ?5, ?6
+            WHERE ?5 IS NOT NULL AND EXISTS (SELECT 1 FROM users WHERE id = ?1)"
+    };
+}
 
 /// What a committed upload does to the cache: forget `path` and everything under it, then
 /// remember the upload's own digest if it computed one.
@@ -83,6 +87,7 @@ impl DigestWrite {
         }
     }
 
+    /// Size, version key, algorithm and hex, or all `None` (a forget only).
     fn params(&self) -> (Option<i64>, Option<i64>, Option<&'static str>, Option<&str>) {
         match &self.entry {
             Some((size, version, algo, hex)) => {
@@ -158,7 +163,7 @@ impl Accounts {
                 let statements = [
                     forget_digest_sql!("?1", "?2"),
                     forget_digests_below_sql!("?1", "?2"),
-                    INSERT_DIGEST_SQL,
+                    insert_digest_sql!(),
                 ];
                 for sql in statements {
                     inline::run(&tx, sql, &params, |_| Ok(()))?;
@@ -178,21 +183,22 @@ impl Accounts {
         let mut tx = self.pool().begin().await?;
         for w in writes {
             let (size, version, algo, hex) = w.params();
-            for sql in [
+            // One write's statements share its numbered parameters; SQLite runs them in order.
+            sqlx::query(concat!(
                 forget_digest_sql!("?1", "?2"),
+                ";",
                 forget_digests_below_sql!("?1", "?2"),
-                INSERT_DIGEST_SQL,
-            ] {
-                sqlx::query(sql)
-                    .bind(w.user_id)
-                    .bind(&w.path)
-                    .bind(size)
-                    .bind(version)
-                    .bind(algo)
-                    .bind(hex)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+                ";",
+                insert_digest_sql!()
+            ))
+            .bind(w.user_id)
+            .bind(&w.path)
+            .bind(size)
+            .bind(version)
+            .bind(algo)
+            .bind(hex)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -333,6 +339,44 @@ mod tests {
         acc.forget_digests(id, "/d").await.unwrap();
         let got = acc.get_digest(id, "/d/x", 10, 7, "SHA-256").await.unwrap();
         assert_eq!(got, None, "a forget after an upload wins, queued or not");
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_through_the_pool_while_another_connection_holds_the_write_lock() {
+        use sqlx::Connection;
+        use std::sync::atomic::Ordering;
+
+        let (dir, acc) = open_temp().await;
+        let id = acc.add_user(new_user("alice", "pw")).await.unwrap().id;
+        upload(&acc, id, "/a", "aa").await;
+        let inline_before = acc.inner.inline_commits.load(Ordering::Relaxed);
+        // Another connection (as `ferry user` would be) holds the write lock.
+        let mut other = sqlx::SqliteConnection::connect(&format!(
+            "sqlite://{}",
+            dir.path().join(super::super::db::DB_FILE).display()
+        ))
+        .await
+        .unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let flushing = tokio::spawn({
+            let acc = acc.clone();
+            async move { acc.flush_digests().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!flushing.is_finished(), "the batch waits for the lock");
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        flushing.await.unwrap();
+        assert_eq!(stored(&acc).await, 1);
+        assert_eq!(
+            acc.inner.inline_commits.load(Ordering::Relaxed),
+            inline_before,
+            "written on the pool"
+        );
+        let got = acc.get_digest(id, "/a", 10, 7, "SHA-256").await.unwrap();
+        assert_eq!(got.as_deref(), Some("aa"));
     }
 
     #[tokio::test]
