@@ -4,15 +4,19 @@
 # either to CPU 1 ("cross") or to CPU 0 as well ("same"). Prints medians [min-max] and
 # Ferry / peer ratios per placement.
 #
-#   bench/placement.sh [--runs N] [--count N] [--peer NAME] [--no-build] [--ferry BIN]
+#   bench/placement.sh [--runs N] [--count N] [--peer NAME] [--no-build] [--ferry BIN]...
 #
-# --ferry BIN: measure that ferry binary instead of building target/release/ferry (A/B of builds).
+# --ferry BIN: measure that ferry binary instead of building target/release/ferry; give it twice
+# or more to compare builds in one invocation (each against the same peer runs).
+#
 # Why: on a small VM a sequential client's files/s depends on where the scheduler puts client and
 # server. Across CPUs every reply wakes the other CPU (an IPI and a halted vCPU to resume, ~15 us
 # here); on one CPU a reply costs a context switch, so the server's own CPU work per file decides.
 # bench/run.sh leaves placement to the scheduler; this shows both cases apart (bench/README.md).
 # Needs root (the harness's peers), 2+ CPUs, taskset, and the harness set up (bench/run.sh --setup).
-# Writes bench/results/<timestamp>-placement/; everything else lives in a temp dir removed at exit.
+# Writes bench/results/<timestamp>-placement/; the uploaded files live in a temp dir removed at
+# exit. On an ext4 without a journal, creating files is slower for some minutes after many were
+# deleted (bench/README.md, Caveats): compare builds in one invocation, not in two in a row.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,7 +31,7 @@ fi
 export FTPBENCH_WORK="${FTPBENCH_WORK:-/var/tmp/ftpbench}"
 export PYTHONDONTWRITEBYTECODE=1
 FTPLOAD="$FTPBENCH_WORK/bin/ftpload"
-FERRY="$REPO/target/release/ferry"
+FERRYS=()
 FERRY_PORT=2130 PEER_PORT=2131 PASV=30000-31999
 
 RUNS=3 COUNT=2000 PEER=pure-ftpd BUILD=1
@@ -37,8 +41,8 @@ while (($#)); do
     --count) COUNT="$2"; shift 2 ;;
     --peer) PEER="$2"; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    --ferry) FERRY="$(realpath "$2")"; BUILD=0; shift 2 ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    --ferry) FERRYS+=("$(realpath "$2")"); BUILD=0; shift 2 ;;
+    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "placement.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -50,8 +54,10 @@ command -v taskset >/dev/null || die "taskset missing (apt-get install util-linu
 python3 "$HARNESS/peer.py" list | grep -E "^$PEER +port " | grep -qv "NOT installed" ||
   die "peer $PEER is not installed (bench/run.sh --setup)"
 if ((BUILD)); then cargo build --release --manifest-path "$REPO/Cargo.toml" -p ferry >&2; fi
-[[ -x "$FERRY" ]] || die "$FERRY missing (drop --no-build)"
-echo "ferry: $FERRY ($("$FERRY" --version 2>/dev/null || true))" >&2
+((${#FERRYS[@]})) || FERRYS=("$REPO/target/release/ferry")
+for f in "${FERRYS[@]}"; do [[ -x "$f" ]] || die "$f missing (drop --no-build)"; done
+# Column names: "ferry", or with several builds "ferry:<file name>".
+label() { if ((${#FERRYS[@]} == 1)); then echo ferry; else echo "ferry:${1##*/}"; fi; }
 
 RES="$HERE/results/$(date +%Y%m%d-%H%M%S)-placement"
 WORK="$(mktemp -d /var/tmp/ferry-placement.XXXXXX)"
@@ -75,15 +81,15 @@ load() {
 print("%.0f %.0f %.1f" % (j["upload_files_per_s"], j["download_files_per_s"], j["client_cpu_pct_of_one_core"]))'
 }
 
-ferry_run() { # CLIENT_CPU: Ferry on CPU 0, fresh data dir
-  local data="$WORK/ferry-$RANDOM$RANDOM" i
-  echo bench | "$FERRY" user add bench --password-stdin --data-dir "$data" >/dev/null
-  taskset -c 0 "$FERRY" serve --data-dir "$data" --listen "127.0.0.1:$FERRY_PORT" \
+ferry_run() { # BIN CLIENT_CPU: that Ferry on CPU 0, fresh data dir
+  local bin="$1" data="$WORK/ferry-$RANDOM$RANDOM" i
+  echo bench | "$bin" user add bench --password-stdin --data-dir "$data" >/dev/null
+  taskset -c 0 "$bin" serve --data-dir "$data" --listen "127.0.0.1:$FERRY_PORT" \
     --passive-ports "$PASV" >"$data.log" 2>&1 &
   FERRY_PID=$!
   for ((i = 0; i < 100; i++)); do grep -q "listening ftp" "$data.log" && break; sleep 0.1; done
   grep -q "listening ftp" "$data.log" || die "ferry did not start (log: $data.log)"
-  load "$1" "$FERRY_PORT"
+  load "$2" "$FERRY_PORT"
   kill "$FERRY_PID"; wait "$FERRY_PID" 2>/dev/null || true; FERRY_PID=""
 }
 
@@ -100,32 +106,41 @@ peer_run() { # CLIENT_CPU: the peer (all its processes, and so the sessions it f
 for ((k = 1; k <= RUNS; k++)); do
   for placement in cross same; do
     cpu=1; [[ $placement == same ]] && cpu=0
-    ferry_run "$cpu" >"$WORK/out"
-    read -r up down cl <"$WORK/out"
-    printf '%s\t%s\tferry\t%s\t%s\t%s\n' "$k" "$placement" "$up" "$down" "$cl" | tee -a "$RAW" >&2
+    for f in "${FERRYS[@]}"; do
+      ferry_run "$f" "$cpu" >"$WORK/out"
+      read -r up down cl <"$WORK/out"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$k" "$placement" "$(label "$f")" "$up" "$down" "$cl" |
+        tee -a "$RAW" >&2
+    done
     peer_run "$cpu" >"$WORK/out"
     read -r up down cl <"$WORK/out"
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$k" "$placement" "$PEER" "$up" "$down" "$cl" | tee -a "$RAW" >&2
   done
 done
 
-{ echo "ferry: ${FERRY#"$REPO"/} (repo at $(git -C "$REPO" rev-parse --short HEAD))"; echo
+{ for f in "${FERRYS[@]}"; do echo "$(label "$f"): ${f#"$REPO"/} ($("$f" --version))"; done
+  echo "repo at $(git -C "$REPO" rev-parse --short HEAD)"; echo
 python3 - "$RAW" "$PEER" "$COUNT" <<'EOF'
 import csv, statistics, sys
 raw, peer, count = sys.argv[1:4]
 rows = list(csv.DictReader(open(raw), delimiter="\t"))
+ferrys = list(dict.fromkeys(r["server"] for r in rows if r["server"] != peer))
 def cell(placement, server, key):
     v = [float(r[key]) for r in rows if r["placement"] == placement and r["server"] == server]
     return statistics.median(v), min(v), max(v)
+runs = len({r["run"] for r in rows})
 print(f"Small files ({count} x 4 KiB, one session), server pinned to CPU 0, client on CPU 1 (cross) "
-      f"or CPU 0 (same); medians [min-max] of {len(rows) // 4} runs\n")
-print(f"| placement | direction | Ferry files/s | {peer} files/s | Ferry / {peer} |")
-print("|---|---|---|---|---|")
+      f"or CPU 0 (same); medians [min-max] of {runs} runs\n")
+print("| placement | direction | " + " | ".join(f"{f} files/s" for f in ferrys)
+      + f" | {peer} files/s | " + " | ".join(f"{f} / {peer}" for f in ferrys) + " |")
+print("|---|---|" + "---|" * (2 * len(ferrys) + 1))
+fmt = lambda c: f"{c[0]:,.0f} [{c[1]:,.0f}-{c[2]:,.0f}]"
 for placement in ("cross", "same"):
     for key, name in (("up_per_s", "up"), ("down_per_s", "down")):
-        f, p = cell(placement, "ferry", key), cell(placement, peer, key)
-        print(f"| {placement} | {name} | {f[0]:,.0f} [{f[1]:,.0f}-{f[2]:,.0f}] | "
-              f"{p[0]:,.0f} [{p[1]:,.0f}-{p[2]:,.0f}] | {f[0] / p[0]:.2f}x |")
+        p = cell(placement, peer, key)
+        fs = [cell(placement, f, key) for f in ferrys]
+        print(f"| {placement} | {name} | " + " | ".join(fmt(c) for c in fs) + f" | {fmt(p)} | "
+              + " | ".join(f"{c[0] / p[0]:.2f}x" for c in fs) + " |")
 EOF
 } | tee "$RES/table.md"
 echo "results: ${RES#"$REPO"/}" >&2
