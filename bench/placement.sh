@@ -19,17 +19,8 @@
 # deleted (bench/README.md, Caveats): compare builds in one invocation, not in two in a row.
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/.." && pwd)"
-if [[ -n "${FTPBENCH_HARNESS:-}" ]]; then
-  HARNESS="$FTPBENCH_HARNESS"
-elif [[ -f "$REPO/../shared/bench/bench.py" ]]; then
-  HARNESS="$(cd "$REPO/../shared/bench" && pwd)"
-else
-  HARNESS=/work/shared/bench
-fi
-export FTPBENCH_WORK="${FTPBENCH_WORK:-/var/tmp/ftpbench}"
-export PYTHONDONTWRITEBYTECODE=1
+# shellcheck source=bench/harness.sh
+source "$(dirname "${BASH_SOURCE[0]}")/harness.sh"
 FTPLOAD="$FTPBENCH_WORK/bin/ftpload"
 FERRYS=()
 FERRY_PORT=2130 PEER_PORT=2131 PASV=30000-31999

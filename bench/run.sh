@@ -15,17 +15,8 @@
 # /var/tmp, removed at the end. Ferry and the peers are stopped on exit, error or Ctrl-C.
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/.." && pwd)"
-if [[ -n "${FTPBENCH_HARNESS:-}" ]]; then
-  HARNESS="$FTPBENCH_HARNESS"
-elif [[ -f "$REPO/../shared/bench/bench.py" ]]; then
-  HARNESS="$(cd "$REPO/../shared/bench" && pwd)"
-else
-  HARNESS=/work/shared/bench
-fi
-export FTPBENCH_WORK="${FTPBENCH_WORK:-/var/tmp/ftpbench}"
-export PYTHONDONTWRITEBYTECODE=1 # the harness folder is read-only: no __pycache__ there
+# shellcheck source=bench/harness.sh
+source "$(dirname "${BASH_SOURCE[0]}")/harness.sh"
 W="$FTPBENCH_WORK"
 
 PORT=2130
