@@ -9,6 +9,7 @@ pub mod data;
 pub mod digest;
 pub mod error;
 pub mod events;
+pub mod fdtable;
 pub mod finish;
 pub mod heap;
 pub mod net;
