@@ -116,6 +116,17 @@ def test_unknown_config_key_is_an_error(make_ferry):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_right_after_listening_shuts_down_cleanly(make_ferry, sig):
+    # The handlers exist before the server says it listens: a signal sent the moment the
+    # lines appear is a shutdown (exit 0), not a kill by the signal's default action.
+    f = make_ferry("sigearly")
+    for _ in range(5):
+        s = f.serve()
+        code = s.stop(sig, timeout=30)
+        assert code == 0, f"exit code after {sig.name} right after listening: {code}\n{s.stderr_tail()}"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_exits_0_with_idle_sessions(make_ferry, sig):
     f = make_ferry("sig")
     alice = f.add_user("alice")

@@ -75,26 +75,19 @@ fn load_tls(config: &Config) -> anyhow::Result<Tls> {
     Ok(Tls::load(&cert, &key)?)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+/// Registers the signals that stop the server (SIGINT, SIGTERM) and returns the wait for one.
+/// Registered at start-up, before the server says it is listening: a signal that came before
+/// its handler existed would kill the process instead of shutting it down.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    })
 }
 
 /// Runs the server.
@@ -121,6 +114,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     init_logging(&config.log.format);
+    let stop = shutdown_signal()?;
     let accounts = Accounts::open(&config.data_dir)
         .await
         .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
@@ -168,7 +162,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
     server
-        .run(ferry_server::shards::default_count(), shutdown_signal())
+        .run(ferry_server::shards::default_count(), stop)
         .await?;
     Ok(())
 }
