@@ -2,17 +2,16 @@
 # Where the sessions workload's first wave spends its time: a fresh Ferry, 50 logins (the
 # harness's login workload runs before sessions, so the credential cache is warm), then waves of
 # the harness's sessions workload with one round each (C clients start at once: connect, login,
-# TYPE I, LIST, RETR 1 MiB, QUIT), each traced with `perf record -e sched:sched_switch`. Prints,
-# per wave, its p50/p99, the client's CPU per session, and how both CPUs spent the wave: on the
-# client (ftpload), on Ferry, idle, or elsewhere.
+# TYPE I, LIST, RETR 1 MiB, QUIT). Prints, per wave, its wall time and p50/p99, and how the
+# CPUs spent it: the client's CPU (ftpload), Ferry's, idle, and the rest.
 #
 #   bench/first_wave.sh [--waves N] [--clients C] [--no-build] [--ferry BIN]
 #
 # Why: the session p99 of bench/run.sh (2,000 sessions, 200 at a time) is the first wave, whose
 # 200 sessions start together and end together. Later waves overlap with each other; the first
 # one shows what 200 simultaneous sessions cost the client and the server (bench/README.md).
-# Needs root (perf's system-wide tracing), perf, 2+ CPUs, and the harness set up
-# (bench/run.sh --setup). Writes bench/results/<timestamp>-first-wave/.
+# Needs the harness set up (bench/run.sh --setup, as root). Writes
+# bench/results/<timestamp>-first-wave/.
 set -euo pipefail
 
 # shellcheck source=bench/harness.sh
@@ -35,7 +34,6 @@ done
 die() { echo "first_wave.sh: $*" >&2; exit 1; }
 [[ "$WAVES" =~ ^[1-9][0-9]*$ && "$CLIENTS" =~ ^[1-9][0-9]*$ ]] ||
   die "--waves and --clients take a positive number"
-command -v perf >/dev/null || die "perf missing (apt-get install linux-perf)"
 [[ -x "$FTPLOAD" && -f "$FIXTURE" ]] || die "$FTPLOAD or $FIXTURE missing: run bench/run.sh --setup once"
 if ((BUILD)); then cargo build --release --manifest-path "$REPO/Cargo.toml" -p ferry >&2; fi
 [[ -x "$FERRY" ]] || die "$FERRY missing (drop --no-build)"
@@ -62,60 +60,41 @@ for ((i = 0; i < 100; i++)); do grep -q "listening ftp" "$WORK/ferry.log" && bre
 grep -q "listening ftp" "$WORK/ferry.log" || die "ferry did not start (log: $WORK/ferry.log)"
 "$FTPLOAD" login --port "$PORT" --count 50 >/dev/null
 
+# CPU time of Ferry's threads (ns, exact) and both CPUs' idle time (USER_HZ ticks, 10 ms).
+ferry_ns() { cat "/proc/$FERRY_PID/task/"*/schedstat | awk '{s += $1} END {printf "%d", s}'; }
+idle_ticks() { awk '/^cpu /{print $5 + $6}' /proc/stat; }
 for ((k = 1; k <= WAVES; k++)); do
-  perf record -q -a -e sched:sched_switch -o "$WORK/wave.data" -- \
-    "$FTPLOAD" sessions --port "$PORT" --clients "$CLIENTS" --rounds 1 >"$WORK/wave.json" 2>/dev/null
-  perf script -i "$WORK/wave.data" -F cpu,pid,time,trace 2>/dev/null >"$WORK/wave$k.txt"
-  python3 - "$WORK/wave.json" "$WORK/wave$k.txt" "$FERRY_PID" "$k" <<'EOF' | tee -a "$RES/raw.tsv"
-import collections, json, re, sys
-out, trace, ferry, k = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+  f0=$(ferry_ns) i0=$(idle_ticks)
+  "$FTPLOAD" sessions --port "$PORT" --clients "$CLIENTS" --rounds 1 >"$WORK/wave.json" 2>/dev/null
+  f1=$(ferry_ns) i1=$(idle_ticks)
+  python3 - "$WORK/wave.json" "$k" "$f0" "$f1" "$i0" "$i1" "$(getconf CLK_TCK)" "$(nproc)" <<'EOF' |
+import json, sys
+out, k = sys.argv[1], sys.argv[2]
+f0, f1, i0, i1, hz, cpus = map(int, sys.argv[3:])
 j = json.loads(open(out).read().strip().splitlines()[-1])
 assert j["errors"] == 0, j
-# sched_switch lines: "pid [cpu] secs: prev_comm=... prev_pid=... ==> next_comm=... next_pid=..."
-pat = re.compile(r"^\s*(\d+)\s+\[(\d+)\]\s+([\d.]+):\s+prev_comm=(.*?) prev_pid=(\d+) .*"
-                 r"next_comm=(.*?) next_pid=(\d+)")
-events = []
-for line in open(trace):
-    m = pat.match(line)
-    if m:
-        events.append((round(float(m[3]) * 1e6), int(m[2]), m[1], m[4], m[6]))
-events.sort()
-# The wave: from the first time ftpload is switched in to the last time it is switched out.
-runs = [e[0] for e in events if e[4].startswith("ftpload") or e[3].startswith("ftpload")]
-start, end = min(runs), max(runs)
-since = {}
-spent = collections.Counter()
-def who(pid, comm):
-    if comm.startswith("swapper"): return "idle"
-    if comm.startswith("ftpload"): return "client"
-    if pid == ferry: return "ferry"
-    return "other"
-for t, cpu, pid, prev, nxt in events:
-    if cpu in since:
-        lo, hi = max(since[cpu], start), min(t, end)
-        if hi > lo:
-            spent[who(pid, prev)] += hi - lo
-    since[cpu] = t
-total = sum(spent.values()) or 1
-wall = (end - start) / 1e3
-cli_ms = (j["client_user_s"] + j["client_sys_s"]) * 1e3
-print("\t".join(str(x) for x in (
-    k, f"{wall:.1f}", f"{j['session_p50_ms']:.1f}", f"{j['session_p99_ms']:.1f}",
-    f"{cli_ms / j['ok'] * 1e3:.0f}",
-    *(f"{100 * spent[w] / total:.0f}" for w in ("client", "ferry", "idle", "other")))))
+n, wall = j["ok"], j["wall_s"] * 1e3
+client = (j["client_user_s"] + j["client_sys_s"]) * 1e3
+ferry, idle = (f1 - f0) / 1e6, (i1 - i0) * 1e3 / hz
+other = max(cpus * wall - client - ferry - idle, 0.0)
+print("\t".join([k] + [f"{v:.1f}" for v in (wall, j["session_p50_ms"], j["session_p99_ms"])]
+                + [f"{v:.0f}" for v in (client, client * 1e3 / n, ferry, ferry * 1e3 / n, idle, other)]))
 EOF
+    tee -a "$RES/raw.tsv"
 done
 
 { echo "ferry: ${FERRY#"$REPO"/} ($("$FERRY" --version)); repo at $(git -C "$REPO" rev-parse --short HEAD)"
-  echo "$WAVES waves of $CLIENTS sessions started at once (ftpload sessions --rounds 1), after 50 logins"
+  echo "$WAVES waves of $CLIENTS sessions started at once (ftpload sessions --rounds 1) after 50 logins;"
+  echo "$(nproc) CPUs: a wave has $(nproc) × its wall time of CPU"
   echo
-  echo "| wave | traced ms | p50 ms | p99 ms | client CPU µs/session | client % | ferry % | idle % | other % |"
-  echo "|---|---|---|---|---|---|---|---|---|"
-  while IFS=$'\t' read -r k w p50 p99 cps c f i o; do
-    echo "| $k | $w | $p50 | $p99 | $cps | $c | $f | $i | $o |"
+  echo "| wave | wall ms | p50 ms | p99 ms | client CPU ms | µs/session | Ferry CPU ms | µs/session | idle ms | other ms |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  while IFS=$'\t' read -r k w p50 p99 c cs f fs i o; do
+    echo "| $k | $w | $p50 | $p99 | $c | $cs | $f | $fs | $i | $o |"
   done <"$RES/raw.tsv"
   echo
-  echo "client/ferry/idle/other %: shares of both CPUs' time while ftpload ran (100 % = 2 CPUs),"
-  echo "from sched_switch; client CPU per session from ftpload's own rusage (includes its start-up)."
+  echo "client: ftpload's own rusage (its start-up included); Ferry: its threads' schedstat; idle:"
+  echo "/proc/stat, in 10 ms ticks; other: the rest of the CPUs' time (kernel threads, softirqs"
+  echo "run outside either program, other programs)."
 } | tee "$RES/table.md"
 echo "results: ${RES#"$REPO"/}" >&2
