@@ -91,7 +91,7 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 }
 
 /// Runs the server.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServeArgs, table: Option<std::io::Result<u64>>) -> anyhow::Result<()> {
     let overrides = Overrides {
         listen: args.listen.clone(),
         listen_implicit: args.listen_implicit.clone(),
@@ -115,6 +115,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     init_logging(&config.log.format);
     let stop = shutdown_signal()?;
+    match table {
+        Some(Ok(slots)) => tracing::debug!(slots, "descriptor table grown"),
+        Some(Err(e)) => tracing::warn!(error = %e, "cannot grow the descriptor table"),
+        None => {}
+    }
     let accounts = Accounts::open(&config.data_dir)
         .await
         .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;

@@ -403,11 +403,6 @@ impl Server {
             .listeners
             .iter()
             .any(|(_, k)| matches!(k, Kind::Chat | Kind::ChatTls));
-        // Before any session: a burst of connections must not wait for the table to grow.
-        match crate::fdtable::grow_to_limit() {
-            Ok(slots) => tracing::debug!(slots, "descriptor table grown"),
-            Err(e) => tracing::warn!(error = %e, "cannot grow the descriptor table"),
-        }
         let shards = Shards::start(threads)?;
         let window = Duration::from_micros(shared.config.ftp.poll_after_reply_us);
         if !window.is_zero() {
