@@ -6,7 +6,7 @@
 //! (`expand_fdtable` in `fs/file.c`), during which every one of our threads that opens a
 //! descriptor waits too. On this project's 2-vCPU VM, the harness's first wave of 200 sessions
 //! (about 600 descriptors) hit four growths: with the table grown at start-up its p99 went from
-//! 99-110 ms to 71-81 ms (bench/README.md). The table never shrinks, so growing it early costs
+//! 105-134 ms to 75-91 ms (four alternating pairs; bench/README.md). The table never shrinks, so growing it early costs
 //! nothing later; its size is 8 bytes per slot of kernel memory, capped at [`MAX_SLOTS`].
 //! `ferry serve` grows it in `main`, before the runtime's threads exist, so that growth does
 //! not wait either (with them running, it delayed the first greeting from ~6 to ~19 ms).
