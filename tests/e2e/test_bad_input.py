@@ -429,6 +429,68 @@ def test_passive_data_connection_from_another_address_is_refused(accept_srv):
         c.close()
 
 
+def _retr_on(c: Ctrl, port: int, path: str) -> bytes:
+    data = socket.create_connection((c.host, port), timeout=10)
+    c.expect(f"RETR {path}", 150, 125)
+    out = recv_all(data)
+    c.expect_reply(226)
+    return out
+
+
+@pytest.mark.parametrize("verb", ["PASV", "EPSV"])
+def test_back_to_back_transfers_reuse_the_passive_port_until_it_is_released(accept_srv, verb):
+    s, alice = accept_srv
+    small = b"small file " * 100
+    (alice.home / f"small-{verb}.bin").write_bytes(small)
+    c = s.ctrl(alice)
+    pasv = c.pasv_port if verb == "PASV" else c.epsv_port
+    try:
+        c.expect("TYPE I", 200)
+        first = pasv()
+        assert _retr_on(c, first, f"small-{verb}.bin") == small
+        # sent at once on the session task, then the one that goes on in a task of its own
+        for path, want in ((f"small-{verb}.bin", small), ("secret.bin", b"S" * 100_000)):
+            port = pasv()
+            assert port == first, f"{verb} right after a transfer moved from port {first} to {port}"
+            assert _retr_on(c, port, path) == want
+        again = pasv()
+        assert again == first
+        assert _retr_on(c, again, "secret.bin") == b"S" * 100_000
+        # kept for a second after the last transfer, then released
+        t0 = time.monotonic()
+        wait_until(lambda: not tcp_listening(first), 6, 0.05,
+                   f"kept {verb} port {first} to be released after the last transfer")
+        assert time.monotonic() - t0 < 3
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((s.host, first), timeout=5).close()
+        # a PASV after the release binds a port again and works
+        final, data = c.listing("LIST")
+        assert final.code == 226 and b"secret.bin" in data
+    finally:
+        c.close()
+
+
+def test_a_stray_connection_to_a_kept_passive_port_gets_no_data(accept_srv):
+    s, alice = accept_srv
+    c = s.ctrl(alice)
+    try:
+        c.expect("TYPE I", 200)
+        port = c.pasv_port()
+        assert _retr_on(c, port, "secret.bin") == b"S" * 100_000
+        # between transfers, the kept port is connected to from the client's own address
+        stray = socket.create_connection((s.host, port), timeout=10)
+        assert c.pasv_port() == port
+        real = socket.create_connection((s.host, port), timeout=10)
+        c.expect("RETR secret.bin", 150, 125)
+        assert recv_all(real) == b"S" * 100_000
+        c.expect_reply(226)
+        assert recv_all(stray, timeout=10) == b"", "a connection made before the PASV got data"
+        stray.close()
+        c.expect("NOOP", 200)
+    finally:
+        c.close()
+
+
 @pytest.mark.timeout(240)
 def test_500_parallel_sessions(make_ferry):
     n = 500

@@ -75,9 +75,14 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 #[derive(Debug)]
 pub struct Passive {
     listener: std::net::TcpListener,
+    port: u16,
     client_ip: IpAddr,
     deadline: tokio::time::Instant,
 }
+
+/// How long a passive listener is kept after a transfer took its connection at once, for the
+/// session's next PASV/EPSV to answer with the same port (see [`DataPlan::Spare`]).
+pub const SPARE_KEEP: Duration = Duration::from_secs(1);
 
 impl Passive {
     /// When the port is released if no transfer took the connection.
@@ -157,37 +162,80 @@ pub enum DataPlan {
     None,
     /// A passive listener (see [`Passive`]).
     Passive(Passive),
+    /// No PASV given, but the listener of the last one, whose connection a transfer took at
+    /// once, kept for [`SPARE_KEEP`]: a client that sends PASV, RETR, PASV, RETR... for many
+    /// small files gets the same port again, and the server saves creating, binding and closing
+    /// a socket per file. It serves no transfer until a new PASV/EPSV re-arms it (after
+    /// dropping whatever connected to it in between).
+    Spare(Passive),
     /// Connect to the client at this address.
     Active(SocketAddr),
     /// Already connected: a transfer that began on the session task goes on in its own.
     Connected(TcpStream),
+    /// The client's passive connection, accepted by the session task (which kept the listener
+    /// as a spare) and handed to the transfer's task; not yet registered with the runtime.
+    Accepted(std::net::TcpStream),
 }
 
 impl DataPlan {
-    /// Waits on `listener` for up to `timeout`, only for connections from `client_ip`.
+    /// Waits on `listener` (bound to `port`) for up to `timeout`, only for connections from
+    /// `client_ip`.
     pub fn passive(
         listener: std::net::TcpListener,
+        port: u16,
         client_ip: IpAddr,
         timeout: Duration,
     ) -> DataPlan {
         DataPlan::Passive(Passive {
             listener,
+            port,
             client_ip: canonical(client_ip),
             deadline: tokio::time::Instant::now() + timeout,
         })
     }
 
+    /// Re-arms a spare listener for a new PASV/EPSV: the plan becomes a passive one on the same
+    /// port, waiting for up to `timeout`; its port. Connections queued since the last transfer
+    /// belong to no PASV and are dropped first. `None` (plan left as it was) when there is no
+    /// spare or it cannot be drained; the caller then binds a new port.
+    pub fn rearm_spare(&mut self, timeout: Duration) -> Option<u16> {
+        let DataPlan::Spare(spare) = self else {
+            return None;
+        };
+        loop {
+            use rustix::net::{acceptfrom_with, SocketFlags};
+            match acceptfrom_with(&spare.listener, SocketFlags::CLOEXEC) {
+                Ok((_stale, from)) => {
+                    tracing::debug!(from = ?from, "connection to a kept passive port dropped");
+                }
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(rustix::io::Errno::CONNABORTED | rustix::io::Errno::INTR) => {}
+                Err(_) => return None,
+            }
+        }
+        let DataPlan::Spare(mut passive) = std::mem::take(self) else {
+            unreachable!("checked above");
+        };
+        let port = passive.port;
+        passive.deadline = tokio::time::Instant::now() + timeout;
+        *self = DataPlan::Passive(passive);
+        Some(port)
+    }
+
     /// The client's passive data connection if it is already there (a non-blocking socket not
     /// registered with the runtime, for a transfer that may finish at once); the plan is then
-    /// used up. `None` (plan unchanged) if it is not a passive plan or the client has not
-    /// connected yet.
+    /// used up, its listener kept as a [`DataPlan::Spare`]. `None` (plan unchanged) if it is
+    /// not a passive plan or the client has not connected yet.
     pub fn take_ready(&mut self) -> Option<std::net::TcpStream> {
         let DataPlan::Passive(passive) = self else {
             return None;
         };
         match passive.try_accept() {
             Ok(Some(stream)) => {
-                *self = DataPlan::None;
+                if let DataPlan::Passive(mut passive) = std::mem::take(self) {
+                    passive.deadline = tokio::time::Instant::now() + SPARE_KEEP;
+                    *self = DataPlan::Spare(passive);
+                }
                 Some(stream)
             }
             Ok(None) => None,
@@ -196,17 +244,17 @@ impl DataPlan {
         }
     }
 
-    /// When a waiting passive listener is to be released, if there is one.
+    /// When a waiting or spare passive listener is to be released, if there is one.
     pub fn passive_deadline(&self) -> Option<tokio::time::Instant> {
         match self {
-            DataPlan::Passive(p) => Some(p.deadline()),
+            DataPlan::Passive(p) | DataPlan::Spare(p) => Some(p.deadline()),
             _ => None,
         }
     }
 
-    /// Whether a PASV/EPSV/PORT/EPRT was given.
+    /// Whether a PASV/EPSV/PORT/EPRT was given (and not yet used).
     pub fn is_set(&self) -> bool {
-        !matches!(self, DataPlan::None)
+        !matches!(self, DataPlan::None | DataPlan::Spare(_))
     }
 
     /// Takes the plan, leaving `None` (each plan serves one transfer).
@@ -222,7 +270,7 @@ impl DataPlan {
         timeout: Duration,
     ) -> Result<TcpStream, CommandError> {
         let stream = match self {
-            DataPlan::None => {
+            DataPlan::None | DataPlan::Spare(_) => {
                 return Err(CommandError::BadSequence(
                     "use PASV, EPSV, PORT or EPRT first",
                 ))
@@ -232,6 +280,8 @@ impl DataPlan {
                 .await
                 .map_err(|e| CommandError::DataConnection(e.to_string()))?,
             DataPlan::Connected(stream) => stream,
+            DataPlan::Accepted(stream) => TcpStream::from_std(stream)
+                .map_err(|e| CommandError::DataConnection(e.to_string()))?,
             DataPlan::Active(addr) => {
                 let socket = if addr.is_ipv4() {
                     TcpSocket::new_v4()
@@ -287,10 +337,11 @@ mod tests {
     #[tokio::test]
     async fn passive_port_is_released_after_the_accept_timeout() {
         let ports = PassivePorts::new(20000, 20999);
-        let (listener, _) = ports.bind("127.0.0.1".parse().unwrap()).unwrap();
+        let (listener, port) = ports.bind("127.0.0.1".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let plan = DataPlan::passive(
             listener,
+            port,
             "127.0.0.1".parse().unwrap(),
             Duration::from_millis(50),
         );
@@ -304,9 +355,9 @@ mod tests {
 
     fn passive_plan(timeout: Duration) -> (DataPlan, SocketAddr) {
         let ports = PassivePorts::new(20000, 20999);
-        let (listener, _) = ports.bind("127.0.0.1".parse().unwrap()).unwrap();
+        let (listener, port) = ports.bind("127.0.0.1".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
-        let plan = DataPlan::passive(listener, "127.0.0.1".parse().unwrap(), timeout);
+        let plan = DataPlan::passive(listener, port, "127.0.0.1".parse().unwrap(), timeout);
         (plan, addr)
     }
 
@@ -325,6 +376,43 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"data");
+    }
+
+    #[tokio::test]
+    async fn a_taken_connection_leaves_a_spare_that_rearms_on_the_same_port_without_stale_ones() {
+        let (mut plan, addr) = passive_plan(Duration::from_secs(5));
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let server = wait_ready(&mut plan).await;
+        drop(server);
+        assert!(matches!(plan, DataPlan::Spare(_)) && !plan.is_set());
+        use tokio::io::AsyncReadExt;
+        let mut stale = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(plan.rearm_spare(Duration::from_secs(5)), Some(addr.port()));
+        assert!(plan.is_set());
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), stale.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(
+            n, 0,
+            "the connection queued before the re-arm was not closed"
+        );
+        let fresh = TcpStream::connect(addr).await.unwrap();
+        let server = wait_ready(&mut plan).await;
+        assert_eq!(server.peer_addr().unwrap(), fresh.local_addr().unwrap());
+        assert_eq!(DataPlan::None.rearm_spare(Duration::from_secs(5)), None);
+    }
+
+    /// `take_ready` until the connection the test just made is queued.
+    async fn wait_ready(plan: &mut DataPlan) -> std::net::TcpStream {
+        for _ in 0..500 {
+            if let Some(stream) = plan.take_ready() {
+                return stream;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the connection was never queued");
     }
 
     #[tokio::test]

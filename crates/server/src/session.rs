@@ -469,7 +469,8 @@ impl Session {
                     .await?;
                 return Ok(());
             }
-            // A passive port nobody used is released at its deadline.
+            // A passive port nobody used, or one kept after a transfer, is released at its
+            // deadline.
             let passive = self.st.data.passive_deadline();
             let event = {
                 let Session { conn, transfer, .. } = &mut *self;
@@ -514,7 +515,9 @@ impl Session {
                 }
                 Event::SoftShutdown => closing = true,
                 Event::PassiveExpired => {
-                    tracing::debug!("passive port unused until the accept timeout, released");
+                    if matches!(self.st.data, DataPlan::Passive(_)) {
+                        tracing::debug!("passive port unused until the accept timeout, released");
+                    }
                     self.st.data = DataPlan::None;
                 }
                 Event::TransferDone(done) => {

@@ -26,16 +26,16 @@ fn open_passive(s: &mut Session) -> Result<u16, CommandError> {
     if s.transfer.is_some() {
         return Err(CommandError::Busy("Transfer in progress"));
     }
+    let timeout = s.shared.config.limits.data_accept_timeout();
+    if let Some(port) = s.st.data.rearm_spare(timeout) {
+        return Ok(port);
+    }
     s.st.data = DataPlan::None; // releases a previous passive port first
     let (listener, port) = s.shared.passive.bind(s.local.ip()).map_err(|e| {
         tracing::warn!(error = %e, "no passive port available");
         CommandError::DataConnection("no passive port available, try again".into())
     })?;
-    s.st.data = DataPlan::passive(
-        listener,
-        s.peer.ip(),
-        s.shared.config.limits.data_accept_timeout(),
-    );
+    s.st.data = DataPlan::passive(listener, port, s.peer.ip(), timeout);
     Ok(port)
 }
 

@@ -61,7 +61,12 @@ where
     F: FnOnce(Ctx, DataPlan) -> Fut,
     Fut: Future<Output = Done> + Send + 'static,
 {
-    let plan = s.st.data.take();
+    // A passive connection already queued is taken here, so that the session keeps the
+    // listener for its next PASV (see `DataPlan::Spare`); otherwise the task waits for it.
+    let plan = match s.st.data.take_ready() {
+        Some(tcp) => DataPlan::Accepted(tcp),
+        None => s.st.data.take(),
+    };
     let (abort, progress) = (ctx.abort.clone(), ctx.progress.clone());
     let handle = s.shared.tracker.spawn(f(ctx, plan));
     s.transfer = Some(Running {
