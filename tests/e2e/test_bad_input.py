@@ -389,13 +389,18 @@ def test_unconnected_passive_port_is_released_after_accept_timeout(accept_srv, v
         wait_until(lambda: not tcp_listening(port), 6, 0.1,
                    f"{verb} port {port} to be released after the 2s accept timeout")
         assert time.monotonic() - t0 >= 1.5
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection((s.host, port), timeout=5).close()
         _settle_then_noop(c)
-        final, data = c.listing("LIST")
-        assert final.code == 226 and b"secret.bin" in data
+        _released_and_listing_works(s, c, port)
     finally:
         c.close()
+
+
+def _released_and_listing_works(s, c: Ctrl, port: int):
+    """`port` refuses connections, and a new PASV + LIST on the session works."""
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((s.host, port), timeout=5).close()
+    final, data = c.listing("LIST")
+    assert final.code == 226 and b"secret.bin" in data
 
 
 def test_passive_data_connection_from_another_address_is_refused(accept_srv):
@@ -461,11 +466,7 @@ def test_back_to_back_transfers_reuse_the_passive_port_until_it_is_released(acce
         wait_until(lambda: not tcp_listening(first), 6, 0.05,
                    f"kept {verb} port {first} to be released after the last transfer")
         assert time.monotonic() - t0 < 3
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection((s.host, first), timeout=5).close()
-        # a PASV after the release binds a port again and works
-        final, data = c.listing("LIST")
-        assert final.code == 226 and b"secret.bin" in data
+        _released_and_listing_works(s, c, first)
     finally:
         c.close()
 

@@ -11,6 +11,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::error::CommandError;
 
+/// Connections a passive listener queues (one is expected).
+const BACKLOG: i32 = 8;
+
 /// The passive port range and a cursor so consecutive PASVs spread over it.
 #[derive(Debug)]
 pub struct PassivePorts {
@@ -48,7 +51,7 @@ impl PassivePorts {
             socket.set_reuse_address(true)?;
             match socket.bind(&SocketAddr::new(ip, port).into()) {
                 Ok(()) => {
-                    socket.listen(8)?;
+                    socket.listen(BACKLOG)?;
                     return Ok((socket.into(), port));
                 }
                 Err(e) => last = e,
@@ -202,16 +205,25 @@ impl DataPlan {
         let DataPlan::Spare(spare) = self else {
             return None;
         };
-        loop {
+        // Bounded: a peer that keeps connecting cannot hold the session here; past the bound
+        // the spare is given up for a new port.
+        let mut drained = false;
+        for _ in 0..2 * BACKLOG {
             use rustix::net::{acceptfrom_with, SocketFlags};
             match acceptfrom_with(&spare.listener, SocketFlags::CLOEXEC) {
                 Ok((_stale, from)) => {
                     tracing::debug!(from = ?from, "connection to a kept passive port dropped");
                 }
-                Err(rustix::io::Errno::AGAIN) => break,
+                Err(rustix::io::Errno::AGAIN) => {
+                    drained = true;
+                    break;
+                }
                 Err(rustix::io::Errno::CONNABORTED | rustix::io::Errno::INTR) => {}
                 Err(_) => return None,
             }
+        }
+        if !drained {
+            return None;
         }
         let DataPlan::Spare(mut passive) = std::mem::take(self) else {
             unreachable!("checked above");
