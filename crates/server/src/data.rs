@@ -83,8 +83,8 @@ pub struct Passive {
     deadline: tokio::time::Instant,
 }
 
-/// How long a passive listener is kept after a transfer took its connection at once, for the
-/// session's next PASV/EPSV to answer with the same port (see [`DataPlan::Spare`]).
+/// How long a passive listener is kept after a transfer found its connection already queued,
+/// for the session's next PASV/EPSV to answer with the same port (see [`DataPlan::Spare`]).
 pub const SPARE_KEEP: Duration = Duration::from_secs(1);
 
 impl Passive {
@@ -165,8 +165,8 @@ pub enum DataPlan {
     None,
     /// A passive listener (see [`Passive`]).
     Passive(Passive),
-    /// No PASV given, but the listener of the last one, whose connection a transfer took at
-    /// once, kept for [`SPARE_KEEP`]: a client that sends PASV, RETR, PASV, RETR... for many
+    /// No PASV given, but the listener of the last one, whose connection the session task took
+    /// for a transfer (it was already queued), kept for [`SPARE_KEEP`]: a client that sends PASV, RETR, PASV, RETR... for many
     /// small files gets the same port again, and the server saves creating, binding and closing
     /// a socket per file. It serves no transfer until a new PASV/EPSV re-arms it (after
     /// dropping whatever connected to it in between).
