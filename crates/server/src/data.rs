@@ -140,15 +140,26 @@ fn take_client(
     listener: &std::net::TcpListener,
     client_ip: IpAddr,
 ) -> io::Result<Option<std::net::TcpStream>> {
+    while let Some((stream, from)) = accept_queued(listener)? {
+        if is_client(from, client_ip) {
+            return Ok(Some(stream));
+        }
+    }
+    Ok(None)
+}
+
+/// The next connection `listener` has queued (non-blocking) and where it comes from; `None`
+/// when the queue is empty.
+fn accept_queued(
+    listener: &std::net::TcpListener,
+) -> io::Result<Option<(std::net::TcpStream, Option<SocketAddr>)>> {
     use rustix::net::{acceptfrom_with, SocketFlags};
     loop {
         let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
         match acceptfrom_with(listener, flags) {
             Ok((fd, from)) => {
                 let from = from.and_then(|a| SocketAddr::try_from(a).ok());
-                if is_client(from, client_ip) {
-                    return Ok(Some(std::net::TcpStream::from(fd)));
-                }
+                return Ok(Some((std::net::TcpStream::from(fd), from)));
             }
             Err(rustix::io::Errno::AGAIN) => return Ok(None),
             Err(rustix::io::Errno::CONNABORTED | rustix::io::Errno::INTR) => {}
@@ -209,16 +220,14 @@ impl DataPlan {
         // the spare is given up for a new port.
         let mut drained = false;
         for _ in 0..2 * BACKLOG {
-            use rustix::net::{acceptfrom_with, SocketFlags};
-            match acceptfrom_with(&spare.listener, SocketFlags::CLOEXEC) {
-                Ok((_stale, from)) => {
+            match accept_queued(&spare.listener) {
+                Ok(Some((_stale, from))) => {
                     tracing::debug!(from = ?from, "connection to a kept passive port dropped");
                 }
-                Err(rustix::io::Errno::AGAIN) => {
+                Ok(None) => {
                     drained = true;
                     break;
                 }
-                Err(rustix::io::Errno::CONNABORTED | rustix::io::Errno::INTR) => {}
                 Err(_) => return None,
             }
         }
